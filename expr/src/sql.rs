@@ -83,6 +83,12 @@ impl Compiler<'_, '_> {
             (SqlParam::Null, ValueType::Bool) => "boolean",
             (SqlParam::Null, ValueType::Date) => "timestamptz",
         };
+        if self.dialect == Dialect::Postgres && p == SqlParam::Null {
+            // A typed NULL constant rather than a placeholder: the driver caches prepared
+            // statements by SQL text, so one SQL text must always have the same parameter
+            // types. With this, the cast on each placeholder is decided by the value's variant.
+            return Ok(format!("CAST(NULL AS {pg_type})"));
+        }
         self.params.push(p);
         let n = self.params.len();
         Ok(match self.dialect {
