@@ -494,7 +494,9 @@ async fn pg_pool() -> Option<(sqlx::PgPool, String)> {
                 !require,
                 "PostgreSQL required but not reachable at {url}: {e}"
             );
-            eprintln!("\n*** SKIPPED: PostgreSQL not reachable at {url}: {e} ***\n");
+            // Written straight to stderr (not eprintln!) so the test harness does not capture it.
+            let msg = format!("\n*** SKIPPED: PostgreSQL not reachable at {url}: {e} ***\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
             return None;
         }
     };
