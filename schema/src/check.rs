@@ -192,8 +192,7 @@ pub(crate) fn check_collection(c: &Collection, loc: &Loc<'_>, complete: bool) ->
                 None,
                 format!("rule `{rule_name}` is longer than {MAX_RULE_LEN} characters"),
             );
-        } else if !complete {
-        } else if let Err(e) = check_rule(src, &c.scope(None)) {
+        } else if complete && let Err(e) = check_rule(src, &c.scope(None)) {
             push(&path, None, format!("rule `{rule_name}`: {e}"));
         }
     }

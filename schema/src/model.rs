@@ -412,6 +412,16 @@ fn system_field_type(name: &str) -> Option<fx::ValueType> {
     }
 }
 
+/// Types of the fields the server's built-in `users` collection always has
+/// (see `BUILTIN_USER_FIELDS`).
+fn builtin_user_field_type(name: &str) -> Option<fx::ValueType> {
+    match name {
+        "email" | "name" | "avatar" => Some(fx::ValueType::Text),
+        "email_verified" | "is_anonymous" => Some(fx::ValueType::Bool),
+        _ => None,
+    }
+}
+
 /// Resolves field names in rules and filters to typed, quoted columns.
 #[derive(Debug, Clone)]
 pub struct CollectionScope<'a> {
@@ -431,6 +441,12 @@ impl CollectionScope<'_> {
 impl fx::Scope for CollectionScope<'_> {
     fn field(&self, name: &str) -> Option<fx::FieldRef> {
         let ty = system_field_type(name)
+            .or_else(|| {
+                // `users.toml` only adds fields; its rules may still use the built-in ones.
+                (self.collection.name == "users")
+                    .then(|| builtin_user_field_type(name))
+                    .flatten()
+            })
             .or_else(|| self.collection.fields.get(name).map(|f| f.ty.value_type()))?;
         Some(fx::FieldRef {
             ty,

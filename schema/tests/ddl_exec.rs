@@ -70,7 +70,9 @@ async fn apply_sqlite(conn: &mut sqlx::SqliteConnection, stmts: &[String]) {
 
 #[tokio::test]
 async fn sqlite_executes_every_migration_step() {
-    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
     let vs = versions();
     let mut current: Vec<Collection> = Vec::new();
     for (i, desired) in vs.iter().enumerate() {
@@ -87,14 +89,28 @@ async fn sqlite_executes_every_migration_step() {
             .unwrap();
         }
         if i == 1 {
-            let row = sqlx::query("SELECT title, content, views, kind, tags, version FROM c_posts WHERE id = 'r1'")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
+            let row = sqlx::query(
+                "SELECT title, content, views, kind, tags, version FROM c_posts WHERE id = 'r1'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
             assert_eq!(row.get::<String, _>("title"), "Hello");
-            assert_eq!(row.get::<String, _>("content"), "kept body", "rename keeps data");
-            assert_eq!(row.get::<String, _>("kind"), "news", "same-storage retype keeps data");
-            assert_eq!(row.get::<Option<i64>, _>("views"), None, "retyped column starts empty");
+            assert_eq!(
+                row.get::<String, _>("content"),
+                "kept body",
+                "rename keeps data"
+            );
+            assert_eq!(
+                row.get::<String, _>("kind"),
+                "news",
+                "same-storage retype keeps data"
+            );
+            assert_eq!(
+                row.get::<Option<i64>, _>("views"),
+                None,
+                "retyped column starts empty"
+            );
             assert_eq!(row.get::<Option<String>, _>("tags"), None);
             assert_eq!(row.get::<i64, _>("version"), 1);
             // The unique index on the renamed column exists and works.
@@ -104,13 +120,14 @@ async fn sqlite_executes_every_migration_step() {
             .execute(&mut conn)
             .await;
             assert!(dup.is_err(), "unique index enforced");
-            let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('c_posts') ORDER BY cid")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get("name"))
-                .collect();
+            let cols: Vec<String> =
+                sqlx::query("SELECT name FROM pragma_table_info('c_posts') ORDER BY cid")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get("name"))
+                    .collect();
             assert!(!cols.contains(&"published".to_owned()) && !cols.contains(&"body".to_owned()));
             assert!(cols.contains(&"subtitle".to_owned()) && cols.contains(&"meta".to_owned()));
         }
@@ -145,7 +162,9 @@ async fn pg_connect() -> Option<sqlx::PgConnection> {
                 _ => "timeout".to_owned(),
             };
             if std::env::var("FERROBASE_REQUIRE_PG").as_deref() == Ok("1") {
-                panic!("PostgreSQL required (FERROBASE_REQUIRE_PG=1) but not reachable at {url}: {why}");
+                panic!(
+                    "PostgreSQL required (FERROBASE_REQUIRE_PG=1) but not reachable at {url}: {why}"
+                );
             }
             eprintln!("\n*** SKIPPED: PostgreSQL not reachable at {url}: {why} ***\n");
             None
@@ -155,7 +174,9 @@ async fn pg_connect() -> Option<sqlx::PgConnection> {
 
 #[tokio::test]
 async fn postgres_executes_every_migration_step() {
-    let Some(mut conn) = pg_connect().await else { return };
+    let Some(mut conn) = pg_connect().await else {
+        return;
+    };
     let schema = format!(
         "schema_test_{}",
         std::time::SystemTime::now()
@@ -168,16 +189,20 @@ async fn postgres_executes_every_migration_step() {
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO \"{schema}\"")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO \"{schema}\""
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
     let result = run_pg_steps(&mut conn).await;
     // Clean up whatever happened, then report.
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -205,12 +230,18 @@ async fn run_pg_steps(conn: &mut sqlx::PgConnection) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         }
         if i == 1 {
-            let row = sqlx::query("SELECT title, content, views, kind, tags, version FROM c_posts WHERE id = 'r1'")
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| e.to_string())?;
+            let row = sqlx::query(
+                "SELECT title, content, views, kind, tags, version FROM c_posts WHERE id = 'r1'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
             assert_eq!(row.get::<String, _>("title"), "Hello");
-            assert_eq!(row.get::<String, _>("content"), "kept body", "rename keeps data");
+            assert_eq!(
+                row.get::<String, _>("content"),
+                "kept body",
+                "rename keeps data"
+            );
             assert_eq!(row.get::<String, _>("kind"), "news");
             assert_eq!(row.get::<Option<i64>, _>("views"), None);
             assert_eq!(row.get::<Option<String>, _>("tags"), None);

@@ -311,6 +311,13 @@ fn users_toml_declares_only_extra_fields() {
         "[fields]\nbio = { type = \"text\" }\n",
     );
     assert!(ok.is_ok());
+    let ok = parse_collection(
+        "collections/users.toml",
+        "[fields]\nbio = { type = \"text\" }\n[rules]\nview = \"id = @auth.id || (email_verified = true && bio != '')\"\n",
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    // Other collections do not see the built-in user fields.
+    assert!(parse_collection(FILE, "[rules]\nview = \"email_verified = true\"\n").is_err());
     let errs = parse_collection(
         "collections/users.toml",
         "[fields]\nemail = { type = \"email\" }\n",
@@ -454,7 +461,7 @@ fn relation_to_missing_collection_is_located_by_load_project() {
         "[fields]\ntopic = { type = \"relation\", collection = \"topics\" }\n",
     )
     .unwrap();
-    let errs = validate(&[c.clone()]).unwrap_err();
+    let errs = validate(std::slice::from_ref(&c)).unwrap_err();
     assert_eq!(errs[0].collection.as_deref(), Some("posts"));
     assert_eq!(errs[0].field.as_deref(), Some("topic"));
     let mut topics = Collection::new("topics");

@@ -131,7 +131,14 @@ fn same_storage_type_change_is_not_destructive_and_has_no_ddl() {
         "{}",
         p[0].description
     );
-    assert!(ddl(Dialect::Postgres, &[cur.clone()], &[des.clone()]).is_empty());
+    assert!(
+        ddl(
+            Dialect::Postgres,
+            std::slice::from_ref(&cur),
+            std::slice::from_ref(&des)
+        )
+        .is_empty()
+    );
     let email = coll("name = \"p\"\n[fields]\nk = { type = \"email\" }\n");
     assert!(ddl(Dialect::Sqlite, &[cur], &[email]).is_empty());
 }
@@ -273,7 +280,7 @@ fn ddl_orders_index_drops_before_column_drops() {
     );
     let des =
         coll("name = \"p\"\n[fields]\nb = { type = \"integer\" }\n[[indexes]]\nfields = [\"b\"]\n");
-    let sql = ddl(Dialect::Sqlite, &[cur.clone()], &[des]);
+    let sql = ddl(Dialect::Sqlite, std::slice::from_ref(&cur), &[des]);
     let ia = index_name("p", &cur.indexes[0]);
     let ib = index_name("p", &cur.indexes[1]);
     assert_eq!(
