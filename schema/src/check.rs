@@ -41,22 +41,30 @@ pub const BUILTIN_USER_FIELDS: [&str; 5] =
 /// Collections that exist on every server even when no file declares them.
 pub const BUILTIN_COLLECTIONS: [&str; 1] = ["users"];
 
-#[allow(clippy::unwrap_used)] // constant patterns, covered by tests
-static IDENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9_]{0,62}$").unwrap());
-#[allow(clippy::unwrap_used)]
-static TRIGGER_KEY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^(before|after)_[a-z][a-z0-9_]*$").unwrap());
-#[allow(clippy::unwrap_used)]
-static TRIGGER_TARGET: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.rhai#[A-Za-z_][A-Za-z0-9_]*$").unwrap()
+// Constant patterns, compiled once. `None` would mean a typo in a pattern; the checks then
+// fail closed (reject), and the tests catch it — no panic path in library code.
+static TRIGGER_KEY: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^(before|after)_[a-z][a-z0-9_]*$").ok());
+static TRIGGER_TARGET: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.rhai#[A-Za-z_][A-Za-z0-9_]*$").ok()
 });
-#[allow(clippy::unwrap_used)]
-static MIME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/([a-z0-9][a-z0-9!#$&^_.+-]*|\*)$").unwrap()
+static MIME: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/([a-z0-9][a-z0-9!#$&^_.+-]*|\*)$").ok()
 });
-/// Whether `s` is a valid collection or field identifier.
+
+fn matches(re: &LazyLock<Option<Regex>>, s: &str) -> bool {
+    re.as_ref().is_some_and(|r| r.is_match(s))
+}
+
+/// Whether `s` is a valid collection or field identifier: `^[a-z][a-z0-9_]{0,62}$`.
+/// Identifiers are spliced (quoted) into DDL, so this alphabet is a safety boundary.
 pub fn is_identifier(s: &str) -> bool {
-    IDENT.is_match(s)
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 /// Parses and type-checks a rule against a scope. The one place this crate calls the
@@ -231,7 +239,7 @@ pub(crate) fn check_collection(c: &Collection, loc: &Loc<'_>, complete: bool) ->
 
     for (k, v) in &c.triggers {
         let path = ["triggers", k.as_str()];
-        if !TRIGGER_KEY.is_match(k) {
+        if !matches(&TRIGGER_KEY, k) {
             push(
                 &path,
                 None,
@@ -240,7 +248,7 @@ pub(crate) fn check_collection(c: &Collection, loc: &Loc<'_>, complete: bool) ->
                 ),
             );
         }
-        if !TRIGGER_TARGET.is_match(v) || v.split('/').any(|seg| seg == "..") {
+        if !matches(&TRIGGER_TARGET, v) || v.split('/').any(|seg| seg == "..") {
             push(
                 &path,
                 None,
@@ -335,7 +343,7 @@ fn check_field(f: &Field) -> Vec<(&'static str, String)> {
                 _ => {}
             }
             for m in mime {
-                if !MIME.is_match(m) {
+                if !matches(&MIME, m) {
                     errs.push((
                         "mime",
                         format!("\"{m}\" is not a MIME type like \"image/png\" or \"image/*\""),
@@ -533,4 +541,29 @@ pub fn validate(collections: &[Collection]) -> Result<(), Vec<SchemaError>> {
         .collect();
     errs.extend(check_set(collections, &|_| Loc::NONE));
     if errs.is_empty() { Ok(()) } else { Err(errs) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_patterns() {
+        assert!(is_identifier("a"));
+        assert!(is_identifier("post_2"));
+        assert!(is_identifier(&"a".repeat(63)));
+        for bad in ["", "_a", "1a", "A", "a-b", "a b", "é", &"a".repeat(64)] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+        assert!(matches(&TRIGGER_KEY, "before_create"));
+        assert!(!matches(&TRIGGER_KEY, "on_create"));
+        assert!(matches(
+            &TRIGGER_TARGET,
+            "triggers/posts.rhai#before_create"
+        ));
+        assert!(!matches(&TRIGGER_TARGET, "/abs.rhai#f"));
+        assert!(matches(&MIME, "image/*"));
+        assert!(matches(&MIME, "application/vnd.api+json"));
+        assert!(!matches(&MIME, "image"));
+    }
 }
