@@ -1,1 +1,97 @@
-//! placeholder
+//! Ferrobase: a self-hostable backend-as-a-service for mobile apps — the engine.
+//!
+//! # Layout
+//! - [`config`]: server settings from defaults, TOML, `FERROBASE_*` env and flags.
+//! - [`db`]: SQLite or PostgreSQL behind one handle; group commit on SQLite; migrations.
+//! - [`catalog`] / [`schemas`]: the applied collections, plan and apply of new versions.
+//! - [`records`]: CRUD, lists, batch, with [`access`] rules on every path.
+//! - [`admin`]: operator accounts and tokens.
+//! - [`http`]: the router, extractors, middleware; [`error`]: problem+json codes.
+//!
+//! The binary (`ferrobase`) is thin: it parses flags and calls [`serve`].
+
+pub mod access;
+pub mod admin;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod passwords;
+pub mod records;
+pub mod schemas;
+pub mod tokens;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::catalog::CatalogHandle;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::http::AppState;
+
+/// Opens the database (applying system migrations) and loads the current schema.
+pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
+    if settings.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create data dir {}: {e}",
+                settings.data_dir.display()
+            )
+        })?;
+    }
+    let db = Db::connect(&settings.database_url, settings.max_connections)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open database {}: {e}",
+                config::redact_url(&settings.database_url)
+            )
+        })?;
+    let catalog = CatalogHandle::default();
+    catalog.replace(
+        schemas::load(&db)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load schema: {e}"))?,
+    );
+    Ok(AppState {
+        db,
+        catalog,
+        settings: Arc::new(settings),
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests and
+/// closes the database (the SQLite writer commits what it holds first).
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Another replica may apply a schema version: notice it within a couple of seconds.
+    let refresher = (state.db.dialect() == ferrobase_expr::Dialect::Postgres).then(|| {
+        let (db, catalog) = (state.db.clone(), state.catalog.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) = schemas::refresh_if_changed(&db, &catalog).await {
+                    tracing::warn!(error = %e, "schema refresh failed");
+                }
+            }
+        })
+    });
+    let db = state.db.clone();
+    let app = http::router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Some(r) = refresher {
+        r.abort();
+    }
+    db.close().await;
+    result.map_err(Into::into)
+}

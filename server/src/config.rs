@@ -1,0 +1,407 @@
+//! Server configuration: defaults, then an optional TOML file, then `FERROBASE_*` environment
+//! variables, then command-line flags (applied by the CLI). Validated once at start so a bad
+//! setting stops the server with a message naming the key instead of failing later.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used. Always names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The whole server configuration. Every key can be overridden by `FERROBASE_<SECTION>_<KEY>`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the embedded database file and local files live.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address, e.g. `127.0.0.1:8090`.
+    pub addr: String,
+    /// Largest accepted request body, e.g. `1MiB`.
+    pub body_limit: String,
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://…`; empty = `<data_dir>/data.db`.
+    pub url: String,
+    /// Connections in the PostgreSQL pool, or SQLite reader connections.
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `ferrobase_server=debug`.
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long an admin token stays valid, e.g. `12h`.
+    pub admin_token_ttl: String,
+    /// Minimum password length for admins and users.
+    pub min_password_length: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("fb_data"),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8090".into(),
+            body_limit: "1MiB".into(),
+            cors_origins: vec!["*".into()],
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_token_ttl: "12h".into(),
+            min_password_length: 8,
+        }
+    }
+}
+
+/// The documented example printed by `ferrobase default-config`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
+
+/// Settings resolved into the types the server runs with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    pub body_limit: usize,
+    pub cors_origins: Vec<String>,
+    pub database_url: String,
+    pub max_connections: u32,
+    pub log_json: bool,
+    pub log_level: String,
+    pub admin_token_ttl: Duration,
+    pub min_password_length: usize,
+}
+
+impl ServerConfig {
+    /// Reads the optional TOML file, then applies environment overrides from `env`
+    /// (pass `std::env::vars()`; tests pass their own).
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => ServerConfig::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// `FERROBASE_<SECTION>_<KEY>` overrides, plus the short forms `FERROBASE_HTTP` (address)
+    /// and `FERROBASE_DATA_DIR`. Unknown `FERROBASE_*` names are rejected so typos surface.
+    pub fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        let vars: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FERROBASE_"))
+            .collect();
+        for (key, value) in vars {
+            let name = &key["FERROBASE_".len()..];
+            let invalid = |message: &str| ConfigError::Invalid {
+                key: key.clone(),
+                message: message.into(),
+            };
+            match name {
+                "DATA_DIR" => self.data_dir = PathBuf::from(value),
+                "HTTP" | "HTTP_ADDR" => self.http.addr = value,
+                "HTTP_BODY_LIMIT" => self.http.body_limit = value,
+                "HTTP_CORS_ORIGINS" => {
+                    self.http.cors_origins = value.split(',').map(|s| s.trim().to_owned()).collect()
+                }
+                "DATABASE_URL" => self.database.url = value,
+                "DATABASE_MAX_CONNECTIONS" => {
+                    self.database.max_connections = value
+                        .parse()
+                        .map_err(|_| invalid("expected a whole number"))?
+                }
+                "LOG_FORMAT" => self.log.format = value,
+                "LOG_LEVEL" => self.log.level = value,
+                "AUTH_ADMIN_TOKEN_TTL" => self.auth.admin_token_ttl = value,
+                "AUTH_MIN_PASSWORD_LENGTH" => {
+                    self.auth.min_password_length = value
+                        .parse()
+                        .map_err(|_| invalid("expected a whole number"))?
+                }
+                // Variables read by the CLI or the test suites, not by the server.
+                "TOKEN" | "SERVER" | "TEST_PG_URL" | "REQUIRE_PG" | "CONFIG" | "LOG" => {}
+                _ => return Err(invalid("unknown setting (check the spelling)")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates every value and resolves it into [`Settings`].
+    pub fn resolve(&self) -> Result<Settings, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        let addr: SocketAddr = self.http.addr.parse().map_err(|_| {
+            invalid(
+                "http.addr",
+                format!("`{}` is not an address like 127.0.0.1:8090", self.http.addr),
+            )
+        })?;
+        let body_limit = parse_size(&self.http.body_limit)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                invalid(
+                    "http.body_limit",
+                    format!("`{}` is not a size like 1MiB", self.http.body_limit),
+                )
+            })?;
+        let body_limit = usize::try_from(body_limit)
+            .map_err(|_| invalid("http.body_limit", "too large".into()))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        let database_url = if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("data.db").display())
+        } else {
+            self.database.url.clone()
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+        let log_json = match self.log.format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("`{other}` is not `text` or `json`"),
+                ));
+            }
+        };
+        let admin_token_ttl = parse_duration(&self.auth.admin_token_ttl).ok_or_else(|| {
+            invalid(
+                "auth.admin_token_ttl",
+                format!("`{}` is not a duration like 12h", self.auth.admin_token_ttl),
+            )
+        })?;
+        if !(6..=1024).contains(&self.auth.min_password_length) {
+            return Err(invalid(
+                "auth.min_password_length",
+                "must be between 6 and 1024".into(),
+            ));
+        }
+        Ok(Settings {
+            data_dir: self.data_dir.clone(),
+            addr,
+            body_limit,
+            cors_origins: self.http.cors_origins.clone(),
+            database_url,
+            max_connections: if self.database.max_connections == 0 {
+                8
+            } else {
+                self.database.max_connections
+            },
+            log_json,
+            log_level: self.log.level.clone(),
+            admin_token_ttl,
+            min_password_length: self.auth.min_password_length,
+        })
+    }
+}
+
+/// Parses `1MiB`, `5MB`, `512KB`, `100` (bytes). `MB` = 10^6, `MiB` = 2^20.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses `30s`, `15m`, `12h`, `7d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut c = ServerConfig::default();
+        c.apply_env(env(&[
+            ("FERROBASE_HTTP", "0.0.0.0:9000"),
+            ("FERROBASE_DATABASE_URL", "postgres://u:p@h/db"),
+            ("PATH", "/bin"),
+        ]))
+        .unwrap();
+        let s = c.resolve().unwrap();
+        assert_eq!(s.addr.port(), 9000);
+        assert_eq!(s.database_url, "postgres://u:p@h/db");
+    }
+
+    #[test]
+    fn unknown_env_names_and_bad_values_name_the_key() {
+        let mut c = ServerConfig::default();
+        let err = c
+            .apply_env(env(&[("FERROBASE_HTTP_ADR", "x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("FERROBASE_HTTP_ADR"), "{err}");
+        let mut c = ServerConfig::default();
+        c.http.addr = "nonsense".into();
+        assert!(c.resolve().unwrap_err().to_string().contains("http.addr"));
+        let mut c = ServerConfig::default();
+        c.http.body_limit = "12 parsecs".into();
+        assert!(
+            c.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("http.body_limit")
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("5MB"), Some(5_000_000));
+        assert_eq!(parse_size("MB"), None);
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(redact_url("postgres://a:b@h/d"), "postgres://a:***@h/d");
+    }
+
+    #[test]
+    fn default_config_file_parses() {
+        let c: ServerConfig = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        c.resolve().unwrap();
+    }
+}

@@ -1,0 +1,497 @@
+//! The database: one handle over SQLite or PostgreSQL, with the few dialect differences the
+//! rest of the server must not care about.
+//!
+//! Layout:
+//! - [`Param`] / [`ColType`]: values in and out of dynamic SQL, independent of the dialect.
+//! - [`Conn`]: one connection (inside a transaction for writes) with `execute` / `fetch`.
+//! - [`Db::read`] runs on a reader connection; [`Db::write`] runs inside a transaction. On
+//!   SQLite every write goes through one writer task that commits concurrent requests together
+//!   (group commit, see `writer`); on PostgreSQL each write is its own transaction on the pool.
+//! - `migrate`: the system tables, applied at start.
+
+mod migrate;
+mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ferrobase_expr::{Dialect, SqlParam};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
+
+pub use writer::WriterHandle;
+
+/// A boxed future borrowing a connection for `'c`.
+pub type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
+
+/// Why a database call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("a value read from the database has an unexpected type: {0}")]
+    Decode(String),
+    #[error("migration {version} failed: {message}")]
+    Migration { version: i64, message: String },
+}
+
+impl DbError {
+    /// The columns of a violated unique index (`["id"]` for the primary key), if this is a
+    /// unique violation; empty when the database did not say which.
+    pub fn unique_violation_fields(&self) -> Option<Vec<String>> {
+        let DbError::Sqlx(sqlx::Error::Database(e)) = self else {
+            return None;
+        };
+        if !e.is_unique_violation() {
+            return None;
+        }
+        if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            if pg.constraint().is_some_and(|c| c.ends_with("_pkey")) {
+                return Some(vec!["id".into()]);
+            }
+            // "Key (email)=(a@b.c) already exists."
+            let fields = pg
+                .detail()
+                .and_then(|d| d.split_once("Key ("))
+                .and_then(|(_, rest)| rest.split_once(")="))
+                .map(|(cols, _)| {
+                    cols.split(',')
+                        .map(|s| s.trim().trim_matches('"').to_owned())
+                        .collect()
+                });
+            return Some(fields.unwrap_or_default());
+        }
+        // SQLite: "UNIQUE constraint failed: c_posts.a, c_posts.b"
+        Some(match e.message().split_once("failed: ") {
+            Some((_, cols)) => cols
+                .split(", ")
+                .map(|c| c.rsplit('.').next().unwrap_or(c).to_owned())
+                .collect(),
+            None => Vec::new(),
+        })
+    }
+
+    /// The constraint or message of a unique-index violation, if this is one.
+    pub fn unique_violation(&self) -> Option<String> {
+        if let DbError::Sqlx(sqlx::Error::Database(e)) = self
+            && e.is_unique_violation()
+        {
+            return Some(
+                e.constraint()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.message().to_owned()),
+            );
+        }
+        None
+    }
+}
+
+/// A value bound to, or read from, dynamic SQL.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Time(DateTime<Utc>),
+    Json(serde_json::Value),
+}
+
+impl From<SqlParam> for Param {
+    fn from(p: SqlParam) -> Self {
+        match p {
+            SqlParam::Null => Param::Null,
+            SqlParam::Bool(b) => Param::Bool(b),
+            SqlParam::Int(i) => Param::Int(i),
+            SqlParam::Float(f) => Param::Float(f),
+            SqlParam::Text(s) => Param::Text(s),
+            SqlParam::Time(t) => Param::Time(t),
+        }
+    }
+}
+
+impl From<&str> for Param {
+    fn from(s: &str) -> Self {
+        Param::Text(s.to_owned())
+    }
+}
+impl From<String> for Param {
+    fn from(s: String) -> Self {
+        Param::Text(s)
+    }
+}
+impl From<i64> for Param {
+    fn from(i: i64) -> Self {
+        Param::Int(i)
+    }
+}
+impl From<DateTime<Utc>> for Param {
+    fn from(t: DateTime<Utc>) -> Self {
+        Param::Time(t)
+    }
+}
+impl<T: Into<Param>> From<Option<T>> for Param {
+    fn from(o: Option<T>) -> Self {
+        o.map(Into::into).unwrap_or(Param::Null)
+    }
+}
+
+impl Param {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Param::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Param::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn into_string(self) -> Option<String> {
+        match self {
+            Param::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_time(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Param::Time(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+/// How to decode a selected column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColType {
+    Text,
+    Int,
+    Float,
+    Bool,
+    Time,
+    Json,
+}
+
+/// One row of decoded values, in select order.
+pub type Values = Vec<Param>;
+
+/// One connection, borrowed for the duration of a read or a write job.
+pub enum Conn<'c> {
+    Sqlite {
+        conn: &'c mut SqliteConnection,
+        /// Statements that changed data so far in this job (see the writer's savepoints).
+        writes: &'c AtomicU32,
+    },
+    Pg(&'c mut PgConnection),
+}
+
+impl Conn<'_> {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite { .. } => Dialect::Sqlite,
+            Conn::Pg(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs a statement that returns no rows; the number of affected rows.
+    pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
+        match self {
+            Conn::Sqlite { conn, writes } => {
+                let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
+                let n = q.execute(&mut **conn).await?.rows_affected();
+                writes.fetch_add(1, Ordering::Relaxed);
+                Ok(n)
+            }
+            Conn::Pg(conn) => {
+                let q = bind_pg(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
+                Ok(q.execute(&mut **conn).await?.rows_affected())
+            }
+        }
+    }
+
+    /// Runs a query and decodes every row by `cols`.
+    pub async fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        cols: &[ColType],
+    ) -> Result<Vec<Values>, DbError> {
+        match self {
+            Conn::Sqlite { conn, writes } => {
+                let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
+                let rows = q.fetch_all(&mut **conn).await?;
+                if !sql.trim_start().starts_with("SELECT") {
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+                rows.iter().map(|r| decode_sqlite(r, cols)).collect()
+            }
+            Conn::Pg(conn) => {
+                let q = bind_pg(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
+                let rows = q.fetch_all(&mut **conn).await?;
+                rows.iter().map(|r| decode_pg(r, cols)).collect()
+            }
+        }
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_one(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        cols: &[ColType],
+    ) -> Result<Option<Values>, DbError> {
+        Ok(self.fetch(sql, params, cols).await?.into_iter().next())
+    }
+
+    /// Runs several statements without parameters (DDL, savepoints) in one round trip.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), DbError> {
+        match self {
+            Conn::Sqlite { conn, writes } => {
+                sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut **conn)
+                    .await?;
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Conn::Pg(conn) => {
+                sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+                    .execute(&mut **conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, params: &[Param]) -> SqliteQuery<'q> {
+    for p in params {
+        q = match p {
+            Param::Null => q.bind(None::<String>),
+            Param::Bool(b) => q.bind(*b),
+            Param::Int(i) => q.bind(*i),
+            Param::Float(f) => q.bind(*f),
+            Param::Text(s) => q.bind(s.clone()),
+            Param::Time(t) => q.bind(ferrobase_expr::sqlite_time(t)),
+            Param::Json(v) => q.bind(v.to_string()),
+        };
+    }
+    q
+}
+
+fn bind_pg<'q>(mut q: PgQuery<'q>, params: &[Param]) -> PgQuery<'q> {
+    for p in params {
+        q = match p {
+            Param::Null => q.bind(None::<String>),
+            Param::Bool(b) => q.bind(*b),
+            Param::Int(i) => q.bind(*i),
+            Param::Float(f) => q.bind(*f),
+            Param::Text(s) => q.bind(s.clone()),
+            Param::Time(t) => q.bind(*t),
+            Param::Json(v) => q.bind(sqlx::types::Json(v.clone())),
+        };
+    }
+    q
+}
+
+fn decode_sqlite(row: &SqliteRow, cols: &[ColType]) -> Result<Values, DbError> {
+    let mut out = Vec::with_capacity(cols.len());
+    for (i, ty) in cols.iter().enumerate() {
+        let v = match ty {
+            ColType::Text => row.try_get::<Option<String>, _>(i)?.map(Param::Text),
+            ColType::Int => row.try_get::<Option<i64>, _>(i)?.map(Param::Int),
+            ColType::Float => row.try_get::<Option<f64>, _>(i)?.map(Param::Float),
+            ColType::Bool => row.try_get::<Option<bool>, _>(i)?.map(Param::Bool),
+            ColType::Time => match row.try_get::<Option<String>, _>(i)? {
+                Some(s) => Some(Param::Time(
+                    ferrobase_expr::parse_date(&s)
+                        .ok_or_else(|| DbError::Decode(format!("bad timestamp `{s}`")))?,
+                )),
+                None => None,
+            },
+            ColType::Json => match row.try_get::<Option<String>, _>(i)? {
+                Some(s) => Some(Param::Json(
+                    serde_json::from_str(&s).map_err(|e| DbError::Decode(e.to_string()))?,
+                )),
+                None => None,
+            },
+        };
+        out.push(v.unwrap_or(Param::Null));
+    }
+    Ok(out)
+}
+
+fn decode_pg(row: &PgRow, cols: &[ColType]) -> Result<Values, DbError> {
+    let mut out = Vec::with_capacity(cols.len());
+    for (i, ty) in cols.iter().enumerate() {
+        let v = match ty {
+            ColType::Text => row.try_get::<Option<String>, _>(i)?.map(Param::Text),
+            ColType::Int => row.try_get::<Option<i64>, _>(i)?.map(Param::Int),
+            ColType::Float => row.try_get::<Option<f64>, _>(i)?.map(Param::Float),
+            ColType::Bool => row.try_get::<Option<bool>, _>(i)?.map(Param::Bool),
+            ColType::Time => row.try_get::<Option<DateTime<Utc>>, _>(i)?.map(Param::Time),
+            ColType::Json => row
+                .try_get::<Option<sqlx::types::Json<serde_json::Value>>, _>(i)?
+                .map(|j| Param::Json(j.0)),
+        };
+        out.push(v.unwrap_or(Param::Null));
+    }
+    Ok(out)
+}
+
+/// The database handle, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+enum Inner {
+    Sqlite {
+        readers: SqlitePool,
+        writer: WriterHandle,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+impl Db {
+    /// Connects (creating the SQLite file if needed) and applies the system migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        let inner = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(false)
+                .pragma("temp_store", "memory")
+                .pragma("cache_size", "-16000");
+            // The writer connection is opened first so the file and WAL mode exist before readers.
+            let mut conn = SqliteConnection::connect_with(&opts).await?;
+            migrate::run(&mut Conn::Sqlite {
+                conn: &mut conn,
+                writes: &AtomicU32::new(0),
+            })
+            .await?;
+            let readers = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .min_connections(1)
+                .connect_with(opts.read_only(true))
+                .await?;
+            Inner::Sqlite {
+                readers,
+                writer: writer::spawn(conn),
+            }
+        } else {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            let mut conn = pool.acquire().await?;
+            migrate::run(&mut Conn::Pg(&mut conn)).await?;
+            Inner::Postgres { pool }
+        };
+        Ok(Db {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match &*self.inner {
+            Inner::Sqlite { .. } => Dialect::Sqlite,
+            Inner::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+
+    /// Runs `f` on a reader connection (no transaction; use single statements).
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>>,
+        E: From<DbError>,
+    {
+        match &*self.inner {
+            Inner::Sqlite { readers, .. } => {
+                let mut conn = readers.acquire().await.map_err(DbError::from)?;
+                let writes = AtomicU32::new(0);
+                f(Conn::Sqlite {
+                    conn: &mut conn,
+                    writes: &writes,
+                })
+                .await
+            }
+            Inner::Postgres { pool } => {
+                let mut conn = pool.acquire().await.map_err(DbError::from)?;
+                f(Conn::Pg(&mut conn)).await
+            }
+        }
+    }
+
+    /// Runs `f` inside a transaction and answers only after it committed: an acknowledged write
+    /// is durable. An `Err` from `f` rolls back everything `f` did and nothing else.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        match &*self.inner {
+            Inner::Sqlite { writer, .. } => writer.submit(f).await,
+            Inner::Postgres { pool } => {
+                let mut tx = pool.begin().await.map_err(DbError::from)?;
+                let out = f(Conn::Pg(&mut tx)).await;
+                match out {
+                    Ok(v) => {
+                        tx.commit().await.map_err(DbError::from)?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        // Dropping the transaction rolls it back.
+                        drop(tx);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> bool {
+        self.read(|mut c| {
+            Box::pin(async move {
+                c.fetch("SELECT CAST(1 AS BIGINT)", &[], &[ColType::Int])
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Closes pools and stops the writer after it drained its queue.
+    pub async fn close(&self) {
+        match &*self.inner {
+            Inner::Sqlite { readers, writer } => {
+                writer.shutdown().await;
+                readers.close().await;
+            }
+            Inner::Postgres { pool } => pool.close().await,
+        }
+    }
+}

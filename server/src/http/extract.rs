@@ -1,0 +1,128 @@
+//! Extractors that turn request parts into domain inputs, failing with problem+json: the
+//! caller ([`Auth`]), JSON bodies ([`JsonBody`], [`JsonObject`]) and `If-Match`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::AppState;
+use crate::access::Principal;
+use crate::error::{Code, Error};
+
+/// The authenticated caller. A missing token is anonymous; an invalid or expired one is 401,
+/// never silently anonymous.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Auth(Principal::Anonymous));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| Error::unauthenticated("The Authorization header is not valid text."))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| Error::unauthenticated("Use `Authorization: Bearer <token>`."))?;
+        if token.starts_with(crate::admin::TOKEN_PREFIX) && token.len() <= 128 {
+            return crate::admin::resolve_token(&state.db, token)
+                .await
+                .map(Auth);
+        }
+        Err(Error::unauthenticated("The token is not valid."))
+    }
+}
+
+/// Reads the body as JSON, after checking its media type.
+async fn read_json(req: Request, state: &AppState) -> Result<Value, Error> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(Error::new(
+                Code::UnsupportedMediaType,
+                format!("Send JSON with `Content-Type: application/json` (got `{essence}`)."),
+            ));
+        }
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            Error::new(Code::PayloadTooLarge, "The request body is too large.")
+        } else {
+            Error::bad_request(format!("Cannot read the request body: {e}"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(Error::new(
+            Code::InvalidJson,
+            "The request body is empty; send a JSON object.",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::new(
+            Code::InvalidJson,
+            format!("The body is not valid JSON: {e}"),
+        )
+        .with("line", e.line())
+        .with("column", e.column())
+    })
+}
+
+/// A JSON object body (record writes).
+pub struct JsonObject(pub Map<String, Value>);
+
+impl FromRequest<AppState> for JsonObject {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        match read_json(req, state).await? {
+            Value::Object(m) => Ok(JsonObject(m)),
+            _ => Err(Error::new(
+                Code::InvalidJson,
+                "The body must be a JSON object.",
+            )),
+        }
+    }
+}
+
+/// A JSON body of a known shape; a shape mismatch is 422 naming what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let value = read_json(req, state).await?;
+        serde_json::from_value(value).map(JsonBody).map_err(|e| {
+            Error::new(
+                Code::ValidationFailed,
+                format!("The body does not have the expected shape: {e}"),
+            )
+        })
+    }
+}
+
+/// `If-Match: "3"` → `Some(3)`.
+pub fn if_match(parts: &axum::http::HeaderMap) -> Result<Option<i64>, Error> {
+    let Some(v) = parts.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim();
+    let s = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
+    s.parse::<i64>().map(Some).map_err(|_| {
+        Error::bad_request("`If-Match` must be a record version such as \"3\".")
+            .with("parameter", "If-Match")
+    })
+}

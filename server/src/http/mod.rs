@@ -1,0 +1,101 @@
+//! The HTTP layer: router assembly, shared state and middleware. Handlers are thin: parse,
+//! call a domain function, map the result.
+
+pub mod admin;
+pub mod extract;
+pub mod middleware;
+pub mod records;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::catalog::CatalogHandle;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::error::{Code, Error};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub catalog: CatalogHandle,
+    pub settings: Arc<Settings>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit;
+    let cors = cors_layer(&state.settings.cors_origins);
+    let v1 = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/admin/auth/login", post(admin::login))
+        .route("/admin/schema", get(admin::get_schema))
+        .route("/admin/schema/plan", post(admin::plan_schema))
+        .route("/admin/schema/apply", post(admin::apply_schema))
+        .route("/admin/schema/history", get(admin::schema_history))
+        .route(
+            "/collections/{collection}/records",
+            get(records::list).post(records::create),
+        )
+        .route(
+            "/collections/{collection}/records/{id}",
+            get(records::view)
+                .patch(records::update)
+                .delete(records::delete),
+        )
+        .route("/batch", post(records::batch));
+    Router::new()
+        .nest("/v1", v1)
+        .fallback(middleware::not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(middleware::problem_shapes))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(middleware::request_id))
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any)
+        .expose_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        base.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        base.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+async fn health() -> Response {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.db.ping().await {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        let mut e = Error::new(Code::Unavailable, "The database is not reachable.").into_response();
+        *e.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        e
+    }
+}

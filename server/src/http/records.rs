@@ -1,0 +1,261 @@
+//! Record routes: thin handlers over `records`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::extract::{Auth, JsonBody, JsonObject, if_match};
+use crate::catalog::Catalog;
+use crate::error::{Code, Error};
+use crate::records::list::{ListQuery, decorate, list_in, parse_expand, parse_fields};
+use crate::records::{self, Actor, collection, create_in, delete_in, update_in, view_in};
+
+/// Most operations in one batch.
+pub const MAX_BATCH: usize = 100;
+
+fn with_etag(status: StatusCode, record: Map<String, Value>) -> Response {
+    let version = record.get("version").and_then(Value::as_i64);
+    let mut r = (status, Json(Value::Object(record))).into_response();
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Error> {
+    let catalog = state.catalog.current();
+    let info = collection(&catalog, &name)?;
+    let actor = Actor::new(principal);
+    let page = state
+        .db
+        .read(move |mut c| {
+            Box::pin(async move { list_in(&mut c, &catalog, &info, &actor, &q).await })
+        })
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ViewQuery {
+    pub fields: Option<String>,
+    pub expand: Option<String>,
+}
+
+pub async fn view(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<ViewQuery>,
+) -> Result<Response, Error> {
+    let catalog = state.catalog.current();
+    let info = collection(&catalog, &name)?;
+    let fields = parse_fields(&info, q.fields.as_deref())?;
+    let expand = parse_expand(&info, q.expand.as_deref())?;
+    let actor = Actor::new(principal);
+    let record = state
+        .db
+        .read(move |mut c| {
+            Box::pin(async move {
+                let rec = view_in(&mut c, &info, &actor, &id).await?;
+                let mut items = [rec];
+                decorate(
+                    &mut c,
+                    &catalog,
+                    &info,
+                    &actor,
+                    &mut items,
+                    fields.as_deref(),
+                    &expand,
+                )
+                .await?;
+                let [rec] = items;
+                Ok::<_, Error>(rec)
+            })
+        })
+        .await?;
+    Ok(with_etag(StatusCode::OK, record))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(name): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, Error> {
+    let catalog = state.catalog.current();
+    let info = collection(&catalog, &name)?;
+    let actor = Actor::new(principal);
+    let record = state
+        .db
+        .write(move |mut c| {
+            Box::pin(async move { create_in(&mut c, &catalog, &info, &actor, &body).await })
+        })
+        .await?;
+    Ok(with_etag(StatusCode::CREATED, record))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, Error> {
+    let expected = if_match(&headers)?;
+    let catalog = state.catalog.current();
+    let info = collection(&catalog, &name)?;
+    let actor = Actor::new(principal);
+    let record = state
+        .db
+        .write(move |mut c| {
+            Box::pin(async move {
+                update_in(&mut c, &catalog, &info, &actor, &id, &body, expected).await
+            })
+        })
+        .await?;
+    Ok(with_etag(StatusCode::OK, record))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, Error> {
+    let catalog = state.catalog.current();
+    let info = collection(&catalog, &name)?;
+    let actor = Actor::new(principal);
+    state
+        .db
+        .write(move |mut c| Box::pin(async move { delete_in(&mut c, &info, &actor, &id).await }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub operations: Vec<BatchOperation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOperation {
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// The `If-Match` of an update, as a version number.
+    #[serde(default)]
+    pub if_match: Option<i64>,
+}
+
+/// What one batch operation does, parsed before anything runs.
+enum Planned {
+    Create(String, Map<String, Value>),
+    Update(String, String, Map<String, Value>, Option<i64>),
+    Delete(String, String),
+}
+
+fn plan_op(op: BatchOperation) -> Result<Planned, Error> {
+    let path = op.path.split('?').next().unwrap_or("");
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let body = || match op.body.clone() {
+        Some(Value::Object(m)) => Ok(m),
+        _ => Err(Error::new(
+            Code::InvalidJson,
+            "`body` must be a JSON object.",
+        )),
+    };
+    match (op.method.to_ascii_uppercase().as_str(), parts.as_slice()) {
+        ("POST", ["v1", "collections", c, "records"]) => {
+            Ok(Planned::Create((*c).to_owned(), body()?))
+        }
+        ("PATCH", ["v1", "collections", c, "records", id]) => Ok(Planned::Update(
+            (*c).to_owned(),
+            (*id).to_owned(),
+            body()?,
+            op.if_match,
+        )),
+        ("DELETE", ["v1", "collections", c, "records", id]) => {
+            Ok(Planned::Delete((*c).to_owned(), (*id).to_owned()))
+        }
+        _ => Err(Error::bad_request(
+            "Batch operations are POST /v1/collections/{c}/records, PATCH or DELETE /v1/collections/{c}/records/{id}.",
+        )),
+    }
+}
+
+fn tag(index: usize) -> impl Fn(Error) -> Error {
+    move |e| e.with("operation", index)
+}
+
+pub async fn batch(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    JsonBody(req): JsonBody<BatchRequest>,
+) -> Result<Response, Error> {
+    if req.operations.is_empty() || req.operations.len() > MAX_BATCH {
+        return Err(Error::field(
+            "operations",
+            format!("must have 1 to {MAX_BATCH} operations"),
+        ));
+    }
+    let mut planned = Vec::with_capacity(req.operations.len());
+    for (i, op) in req.operations.into_iter().enumerate() {
+        planned.push(plan_op(op).map_err(tag(i))?);
+    }
+    let catalog: Arc<Catalog> = state.catalog.current();
+    let actor = Actor::new(principal);
+    let results = state
+        .db
+        .write(move |mut c| {
+            Box::pin(async move {
+                let mut results = Vec::with_capacity(planned.len());
+                for (i, op) in planned.into_iter().enumerate() {
+                    let result = match op {
+                        Planned::Create(name, body) => {
+                            let info = collection(&catalog, &name).map_err(tag(i))?;
+                            let rec = create_in(&mut c, &catalog, &info, &actor, &body)
+                                .await
+                                .map_err(tag(i))?;
+                            json!({"status": 201, "body": rec})
+                        }
+                        Planned::Update(name, id, body, expected) => {
+                            let info = collection(&catalog, &name).map_err(tag(i))?;
+                            let rec =
+                                update_in(&mut c, &catalog, &info, &actor, &id, &body, expected)
+                                    .await
+                                    .map_err(tag(i))?;
+                            json!({"status": 200, "body": rec})
+                        }
+                        Planned::Delete(name, id) => {
+                            let info = collection(&catalog, &name).map_err(tag(i))?;
+                            delete_in(&mut c, &info, &actor, &id)
+                                .await
+                                .map_err(tag(i))?;
+                            json!({"status": 204, "body": null})
+                        }
+                    };
+                    results.push(result);
+                }
+                Ok::<_, Error>(results)
+            })
+        })
+        .await?;
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+// Keeps `records` in scope for docs links.
+#[allow(unused_imports)]
+use records as _;

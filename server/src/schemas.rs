@@ -1,0 +1,223 @@
+//! Applied schema versions: the current collections, planning a desired set against them, and
+//! applying it — DDL and the new version row in one transaction, so an apply is all or nothing
+//! and re-applying the same set is a no-op.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use ferrobase_schema::{Change, Collection};
+use serde::Serialize;
+
+use crate::catalog::{Catalog, CatalogHandle};
+use crate::db::{ColType, Conn, Db, DbError, Param};
+use crate::error::{Code, Error};
+
+/// Serialises concurrent applies across PostgreSQL replicas.
+const PG_APPLY_LOCK: i64 = 0x6662_5f73_6368;
+
+/// Loads the latest applied version (version 0 and no collections on a fresh database).
+pub async fn load(db: &Db) -> Result<Catalog, Error> {
+    let (version, collections) = db
+        .read(|mut c| Box::pin(async move { latest(&mut c).await }))
+        .await?;
+    Ok(Catalog::new(version, collections))
+}
+
+async fn latest(c: &mut Conn<'_>) -> Result<(i64, Vec<Collection>), Error> {
+    let row = c
+        .fetch_one(
+            "SELECT version, collections FROM _fb_schema_versions ORDER BY version DESC LIMIT 1",
+            &[],
+            &[ColType::Int, ColType::Json],
+        )
+        .await?;
+    match row {
+        None => Ok((0, Vec::new())),
+        Some(mut r) => {
+            let json = std::mem::replace(&mut r[1], Param::Null);
+            let version = r[0].as_i64().unwrap_or(0);
+            let collections: Vec<Collection> = match json {
+                Param::Json(v) => serde_json::from_value(v).map_err(Error::internal)?,
+                _ => return Err(Error::internal("schema version row without collections")),
+            };
+            Ok((version, collections))
+        }
+    }
+}
+
+/// A schema errors list → `validation_failed` keyed by `collection.field`.
+pub fn schema_errors(errors: Vec<ferrobase_schema::SchemaError>) -> Error {
+    let mut map = BTreeMap::new();
+    for e in errors {
+        let key = match (&e.collection, &e.field) {
+            (Some(c), Some(f)) => format!("{c}.{f}"),
+            (Some(c), None) => c.clone(),
+            _ => e.file.clone().unwrap_or_else(|| "schema".into()),
+        };
+        map.entry(key)
+            .and_modify(|m: &mut String| {
+                m.push_str("; ");
+                m.push_str(&e.message);
+            })
+            .or_insert(e.message);
+    }
+    let mut err = Error::validation(map);
+    err.detail = format!("The schema is invalid: {}", err.detail);
+    err
+}
+
+fn validate(desired: &[Collection]) -> Result<(), Error> {
+    ferrobase_schema::validate(desired).map_err(schema_errors)
+}
+
+/// The changes `desired` would make to the current schema.
+pub fn plan(current: &Catalog, desired: &[Collection]) -> Result<Vec<Change>, Error> {
+    validate(desired)?;
+    Ok(ferrobase_schema::plan(&current.collections, desired))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApplyOutcome {
+    pub version: i64,
+    pub applied: bool,
+    pub changes: Vec<Change>,
+}
+
+/// Applies `desired`. Destructive changes are refused unless allowed. The plan is computed
+/// again inside the transaction against the latest version, so concurrent applies cannot
+/// interleave.
+pub async fn apply(
+    db: &Db,
+    catalog: &CatalogHandle,
+    desired: Vec<Collection>,
+    allow_destructive: bool,
+    applied_by: Option<String>,
+) -> Result<ApplyOutcome, Error> {
+    validate(&desired)?;
+    let dialect = db.dialect();
+    let outcome = db
+        .write(move |mut c| {
+            Box::pin(async move {
+                if c.dialect() == ferrobase_expr::Dialect::Postgres {
+                    c.execute("SELECT pg_advisory_xact_lock($1)", &[Param::Int(PG_APPLY_LOCK)])
+                        .await?;
+                }
+                let (version, current) = latest(&mut c).await?;
+                let changes = ferrobase_schema::plan(&current, &desired);
+                if changes.is_empty() {
+                    return Ok((version, false, changes, current));
+                }
+                let destructive: Vec<&str> = changes
+                    .iter()
+                    .filter(|ch| ch.destructive)
+                    .map(|ch| ch.description.as_str())
+                    .collect();
+                if !destructive.is_empty() && !allow_destructive {
+                    return Err(Error::new(
+                        Code::DestructiveChange,
+                        format!(
+                            "Refusing destructive changes without allow_destructive: {}",
+                            destructive.join("; ")
+                        ),
+                    )
+                    .with("changes", serde_json::to_value(&changes).unwrap_or_default()));
+                }
+                for stmt in ferrobase_schema::ddl(dialect, &current, &desired) {
+                    c.execute_script(&stmt).await.map_err(|e: DbError| {
+                        Error::new(Code::Conflict, format!("The database refused the change: {e}"))
+                    })?;
+                }
+                let next = version + 1;
+                c.execute(
+                    "INSERT INTO _fb_schema_versions (version, applied_at, applied_by, collections, changes) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        Param::Int(next),
+                        Param::Time(Utc::now()),
+                        applied_by.into(),
+                        Param::Json(serde_json::to_value(&desired).map_err(Error::internal)?),
+                        Param::Json(serde_json::to_value(&changes).map_err(Error::internal)?),
+                    ],
+                )
+                .await?;
+                Ok((next, true, changes, desired))
+            })
+        })
+        .await?;
+    let (version, applied, changes, collections) = outcome;
+    if applied || catalog.current().version != version {
+        catalog.replace(Catalog::new(version, collections));
+    }
+    Ok(ApplyOutcome {
+        version,
+        applied,
+        changes,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub version: i64,
+    pub applied_at: String,
+    pub applied_by: Option<String>,
+    pub changes: serde_json::Value,
+}
+
+/// Every applied version, newest first.
+pub async fn history(db: &Db) -> Result<Vec<HistoryEntry>, Error> {
+    db.read(|mut c| {
+        Box::pin(async move {
+            let rows = c
+                .fetch(
+                    "SELECT version, applied_at, applied_by, changes FROM _fb_schema_versions ORDER BY version DESC",
+                    &[],
+                    &[ColType::Int, ColType::Time, ColType::Text, ColType::Json],
+                )
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    let mut it = r.into_iter();
+                    HistoryEntry {
+                        version: it.next().and_then(|p| p.as_i64()).unwrap_or(0),
+                        applied_at: it
+                            .next()
+                            .and_then(|p| p.as_time())
+                            .map(|t| ferrobase_expr::sqlite_time(&t))
+                            .unwrap_or_default(),
+                        applied_by: it.next().and_then(Param::into_string),
+                        changes: match it.next() {
+                            Some(Param::Json(v)) => v,
+                            _ => serde_json::Value::Null,
+                        },
+                    }
+                })
+                .collect())
+        })
+    })
+    .await
+}
+
+/// Re-reads the latest version when another replica applied one.
+pub async fn refresh_if_changed(db: &Db, catalog: &CatalogHandle) -> Result<(), Error> {
+    let version = db
+        .read(|mut c| {
+            Box::pin(async move {
+                let r = c
+                    .fetch_one(
+                        "SELECT COALESCE(MAX(version), 0) FROM _fb_schema_versions",
+                        &[],
+                        &[ColType::Int],
+                    )
+                    .await?;
+                Ok::<_, Error>(
+                    r.and_then(|r| r.first().and_then(Param::as_i64))
+                        .unwrap_or(0),
+                )
+            })
+        })
+        .await?;
+    if version != catalog.current().version {
+        catalog.replace(load(db).await?);
+    }
+    Ok(())
+}
