@@ -270,14 +270,18 @@ pub fn render_changes(changes: &[Value]) -> String {
         if d {
             destructive += 1;
         }
-        out.push_str(&format!(
-            "  {marker} {desc}{}\n",
-            if d && !desc.contains("DESTRUCTIVE") {
-                "  [DESTRUCTIVE]"
-            } else {
-                ""
-            }
-        ));
+        // The server's descriptions already start with their own +/-/~ marker.
+        let marker = if desc.starts_with(['+', '-', '~']) {
+            String::new()
+        } else {
+            format!("{marker} ")
+        };
+        let flag = if d && !desc.contains("DESTRUCTIVE") {
+            "  [DESTRUCTIVE]"
+        } else {
+            ""
+        };
+        out.push_str(&format!("  {marker}{desc}{flag}\n"));
     }
     out.push_str(&format!(
         "\nPlan: {} change(s), {destructive} destructive.\n",

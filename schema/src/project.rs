@@ -197,7 +197,7 @@ conflict = "reject"            # or "last_write_wins" (ignore If-Match)
 [fields]
 title     = { type = "text", required = true, max = 200 }
 body      = { type = "text" }
-author    = { type = "relation", collection = "users" }
+# author  = { type = "relation", collection = "users" }
 published = { type = "bool", default = false }
 views     = { type = "integer", default = 0, min = 0 }
 # cover   = { type = "file", max_size = "5MB", mime = ["image/png", "image/jpeg"] }
@@ -206,12 +206,12 @@ views     = { type = "integer", default = 0, min = 0 }
 [rules]                         # absent = locked (admins and API keys only); "true" = public
 list = "true"
 view = "true"
-# create = "@auth.id != '' && @data.author = @auth.id"
+create = "true"                 # anyone may post; with sign-in: "@auth.id != '' && @data.author = @auth.id"
 # update = "author = @auth.id"
 # delete = "author = @auth.id"
 
 [[indexes]]
-fields = ["author", "created_at"]
+fields = ["published", "created_at"]
 
 # [triggers]
 # before_create = "triggers/posts.rhai#before_create"

@@ -50,10 +50,12 @@ run_scenario() {
   "$BIN" schema history --server "$base" | grep -q "v1" || fail "history"
 
   echo "-- $label: records with curl"
+  local token
+  token=$(curl -fs --json '{"email":"admin@example.com","password":"change-me-now"}' "$base/v1/admin/auth/login" | json "d['token']")
   local id
   id=$(curl -fs --json '{"title":"Hello from curl","published":true}' "$base/v1/collections/posts/records" | json "d['id']")
   curl -fs "$base/v1/collections/posts/records/$id" | json "d['title']" | grep -q "Hello from curl" || fail "view"
-  curl -fs -X PATCH --json '{"title":"Edited"}' "$base/v1/collections/posts/records/$id" | json "d['version']" | grep -q 2 || fail "update"
+  curl -fs -X PATCH -H "Authorization: Bearer $token" -H 'If-Match: "1"' --json '{"title":"Edited"}' "$base/v1/collections/posts/records/$id" | json "d['version']" | grep -q 2 || fail "update"
   curl -fs "$base/v1/collections/posts/records?filter=title~'edit'&sort=-created_at&limit=10" | json "len(d['items'])" | grep -q 1 || fail "filter"
 
   echo "-- $label: kill -9 keeps acknowledged writes"
@@ -66,7 +68,8 @@ run_scenario() {
   pid=$!
   for _ in $(seq 1 100); do curl -fs "$base/v1/health" >/dev/null && break; sleep 0.1; done
   for i in "${ids[@]}"; do curl -fs "$base/v1/collections/posts/records/$i" >/dev/null || fail "lost $i after kill -9"; done
-  curl -fs -X DELETE "$base/v1/collections/posts/records/$id" -o /dev/null -w '%{http_code}' | grep -q 204 || fail "delete"
+  curl -s -X PATCH --json '{"title":"anon"}' "$base/v1/collections/posts/records/$id" -o /dev/null -w '%{http_code}' | grep -q 401 || fail "anonymous update must be refused"
+  curl -fs -X DELETE -H "Authorization: Bearer $token" "$base/v1/collections/posts/records/$id" -o /dev/null -w '%{http_code}' | grep -q 204 || fail "delete"
 
   echo "-- $label: SIGTERM shuts down cleanly"
   kill -TERM "$pid"; wait "$pid" || fail "non-zero exit after SIGTERM"
