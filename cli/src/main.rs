@@ -5,6 +5,7 @@
 //! or invalid project files (nothing applied); 3 destructive changes refused; 4 changes
 //! pending (`plan --detailed-exitcode`).
 
+mod openapi;
 mod remote;
 mod serve;
 
@@ -56,6 +57,8 @@ enum Command {
     },
     /// Print a documented example server config.
     DefaultConfig,
+    /// Print the OpenAPI 3.1 document (generic, or typed for a project's collections).
+    Openapi(openapi::OpenapiArgs),
 }
 
 #[derive(Subcommand)]
@@ -127,6 +130,7 @@ async fn run(command: Command) -> Result<u8, Failure> {
         Command::Schema {
             command: SchemaCommand::History(args),
         } => remote::history(args).await.map(|_| 0),
+        Command::Openapi(args) => openapi::run(args).map(|_| 0),
         Command::DefaultConfig => {
             print!("{}", ferrobase_server::config::DEFAULT_CONFIG_TOML);
             Ok(0)

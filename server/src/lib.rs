@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod openapi;
 pub mod passwords;
 pub mod records;
 pub mod schemas;

@@ -13,13 +13,19 @@ use crate::access::Principal;
 use crate::error::Error;
 use crate::{admin, schemas};
 
-#[derive(Deserialize)]
+/// Admin credentials.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = AdminLoginRequest)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
 }
 
+/// Sign in as an admin (operator); the token is sent as a Bearer token.
+#[utoipa::path(post, path = "/v1/admin/auth/login", tag = "admin", operation_id = "admin_login",
+    request_body(content = LoginRequest, content_type = "application/json"),
+    responses((status = 200, description = "Signed in", body = crate::openapi::AdminLoginResponse)))]
 pub async fn login(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<LoginRequest>,
@@ -39,6 +45,10 @@ pub async fn login(
     .into_response())
 }
 
+/// The applied schema (any admin role).
+#[utoipa::path(get, path = "/v1/admin/schema", tag = "admin", operation_id = "admin_get_schema",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The applied collections", body = crate::openapi::SchemaDocument)))]
 pub async fn get_schema(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
     p.require_admin(false)?;
     let catalog = state.catalog.current();
@@ -48,16 +58,25 @@ pub async fn get_schema(State(state): State<AppState>, Auth(p): Auth) -> Result<
     )
 }
 
-#[derive(Deserialize)]
+/// A desired schema: the whole set of collections (absent ones are dropped).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaRequest {
+    #[schema(value_type = Vec<crate::openapi::CollectionDef>)]
     pub collections: Vec<Collection>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub flags: Option<serde_json::Value>,
+    /// Allow changes that lose data (dropping collections or fields).
     #[serde(default)]
     pub allow_destructive: bool,
 }
 
+/// What applying this schema would change (any admin role).
+#[utoipa::path(post, path = "/v1/admin/schema/plan", tag = "admin", operation_id = "admin_plan_schema",
+    security(("bearer" = [])),
+    request_body(content = SchemaRequest, content_type = "application/json"),
+    responses((status = 200, description = "The plan", body = crate::openapi::SchemaPlan)))]
 pub async fn plan_schema(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -68,6 +87,11 @@ pub async fn plan_schema(
     Ok(Json(json!({"changes": changes})).into_response())
 }
 
+/// Apply a schema: DDL and a new version in one transaction (owner and admin roles).
+#[utoipa::path(post, path = "/v1/admin/schema/apply", tag = "admin", operation_id = "admin_apply_schema",
+    security(("bearer" = [])),
+    request_body(content = SchemaRequest, content_type = "application/json"),
+    responses((status = 200, description = "Applied (or nothing to do)", body = crate::openapi::SchemaApplyOutcome)))]
 pub async fn apply_schema(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -89,6 +113,10 @@ pub async fn apply_schema(
     Ok(Json(outcome).into_response())
 }
 
+/// Applied schema versions, newest first.
+#[utoipa::path(get, path = "/v1/admin/schema/history", tag = "admin", operation_id = "admin_schema_history",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Versions", body = crate::openapi::SchemaHistoryPage)))]
 pub async fn schema_history(
     State(state): State<AppState>,
     Auth(p): Auth,

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/admin/auth/login", post(admin::login))
         .route("/admin/schema", get(admin::get_schema))
         .route("/admin/schema/plan", post(admin::plan_schema))

@@ -28,6 +28,12 @@ fn with_etag(status: StatusCode, record: Map<String, Value>) -> Response {
     r
 }
 
+/// List records visible to the caller: filtered, sorted, cursor-paged.
+#[utoipa::path(get, path = "/v1/collections/{collection}/records", tag = "records",
+    operation_id = "list_records", security((), ("bearer" = [])),
+    params(("collection" = String, Path, description = "Collection name"),
+        crate::records::list::ListQuery),
+    responses((status = 200, description = "One page", body = crate::openapi::RecordList)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -46,12 +52,22 @@ pub async fn list(
     Ok(Json(page).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ViewQuery {
+    /// Comma-separated fields to return (`id` is always included).
     pub fields: Option<String>,
+    /// Comma-separated relation fields to inline under `expand`.
     pub expand: Option<String>,
 }
 
+/// One record (404 when it does not exist or the view rule hides it).
+#[utoipa::path(get, path = "/v1/collections/{collection}/records/{id}", tag = "records",
+    operation_id = "view_record", security((), ("bearer" = [])),
+    params(("collection" = String, Path, description = "Collection name"),
+        ("id" = String, Path, description = "Record id"), ViewQuery),
+    responses((status = 200, description = "The record", body = crate::openapi::Record,
+        headers(("ETag" = String, description = "The record's version, quoted: `\"3\"`")))))]
 pub async fn view(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -87,6 +103,13 @@ pub async fn view(
     Ok(with_etag(StatusCode::OK, record))
 }
 
+/// Create a record (the create rule sees the record as it would be stored).
+#[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "records",
+    operation_id = "create_record", security((), ("bearer" = [])),
+    params(("collection" = String, Path, description = "Collection name")),
+    request_body(content = crate::openapi::RecordInput, content_type = "application/json"),
+    responses((status = 201, description = "Created", body = crate::openapi::Record,
+        headers(("ETag" = String, description = "The record's version, quoted")))))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -105,6 +128,16 @@ pub async fn create(
     Ok(with_etag(StatusCode::CREATED, record))
 }
 
+/// Partial update. With `If-Match: "<version>"` a stale version is refused (412) unless the
+/// collection's conflict policy is `last_write_wins`.
+#[utoipa::path(patch, path = "/v1/collections/{collection}/records/{id}", tag = "records",
+    operation_id = "update_record", security((), ("bearer" = [])),
+    params(("collection" = String, Path, description = "Collection name"),
+        ("id" = String, Path, description = "Record id"),
+        ("If-Match" = Option<String>, Header, description = "The version the change is based on, e.g. `\"3\"`")),
+    request_body(content = crate::openapi::RecordInput, content_type = "application/json"),
+    responses((status = 200, description = "The updated record", body = crate::openapi::Record,
+        headers(("ETag" = String, description = "The record's new version, quoted")))))]
 pub async fn update(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -127,6 +160,12 @@ pub async fn update(
     Ok(with_etag(StatusCode::OK, record))
 }
 
+/// Delete a record.
+#[utoipa::path(delete, path = "/v1/collections/{collection}/records/{id}", tag = "records",
+    operation_id = "delete_record", security((), ("bearer" = [])),
+    params(("collection" = String, Path, description = "Collection name"),
+        ("id" = String, Path, description = "Record id")),
+    responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -142,18 +181,27 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// Up to 100 record writes in one transaction: all or nothing.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    #[schema(min_items = 1, max_items = 100)]
     pub operations: Vec<BatchOperation>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One write: `POST /v1/collections/{c}/records`, `PATCH` or `DELETE
+/// /v1/collections/{c}/records/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchOperation {
+    /// `POST`, `PATCH` or `DELETE`.
+    #[schema(example = "POST")]
     pub method: String,
+    #[schema(example = "/v1/collections/posts/records")]
     pub path: String,
+    /// The record body (create and update).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub body: Option<Value>,
     /// The `If-Match` of an update, as a version number.
     #[serde(default)]
@@ -200,6 +248,12 @@ fn tag(index: usize) -> impl Fn(Error) -> Error {
     move |e| e.with("operation", index)
 }
 
+/// Several record writes in one transaction. On failure nothing is applied and the response
+/// is the failing operation's problem with `operation` (its index).
+#[utoipa::path(post, path = "/v1/batch", tag = "records", operation_id = "batch",
+    security((), ("bearer" = [])),
+    request_body(content = BatchRequest, content_type = "application/json"),
+    responses((status = 200, description = "Every operation succeeded", body = crate::openapi::BatchResponse)))]
 pub async fn batch(
     State(state): State<AppState>,
     Auth(principal): Auth,

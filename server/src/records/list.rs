@@ -22,14 +22,25 @@ const MAX_EXPAND: usize = 10;
 
 /// The raw query string of a list request. Every value is parsed here so a bad one names its
 /// parameter (`bad_request`) instead of failing generically.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// A filter in the expression language, e.g. `published = true && title ~ 'rust'`.
     pub filter: Option<String>,
+    /// Comma-separated fields, `-` for descending (default `created_at`, then `id`).
+    #[param(example = "-created_at,title")]
     pub sort: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
+    /// The `next_cursor` of the previous page (same `sort`).
     pub cursor: Option<String>,
+    /// Comma-separated fields to return (`id` is always included).
     pub fields: Option<String>,
+    /// Comma-separated relation fields to inline under `expand`.
     pub expand: Option<String>,
+    /// `true` adds `total` (matching records in all pages).
+    #[param(value_type = Option<bool>)]
     pub count: Option<String>,
 }
 

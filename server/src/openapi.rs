@@ -1,0 +1,1146 @@
+//! The OpenAPI 3.1 contract, generated from the code.
+//!
+//! - [`ApiDoc`] collects every route's `#[utoipa::path]` (on the handlers in `http::*`; the
+//!   few handlers that live in `http/mod.rs` are described by stubs here). **A new route joins
+//!   the contract by getting a `#[utoipa::path]` and a line in `paths(...)` below, plus a line in
+//!   [`ERRORS`]** naming the error codes it can answer with; `server/tests/openapi.rs` fails
+//!   when a route the router serves is missing here, when an operation has no [`ERRORS`] entry,
+//!   and when `sdk-spec/openapi.json` differs from [`generic_json`].
+//! - [`generic`] is the checked-in document (`ferrobase openapi > sdk-spec/openapi.json`).
+//! - [`for_collections`] adds one deployment's collections: concrete paths
+//!   (`/v1/collections/posts/records`) and typed schemas (`PostsRecord`, `PostsCreate`,
+//!   `PostsUpdate`, `PostsList`), served at `GET /v1/openapi.json` and printed by
+//!   `ferrobase openapi --project DIR`.
+//!
+//! Problem responses (RFC 9457, `application/problem+json`) are added per operation from
+//! [`ERRORS`], grouped by status, each listing its stable `code`s in the description and in
+//! `x-error-codes`. `code` itself is a plain string in the schema (not an enum) so a client
+//! generated today keeps working when a later release adds a code.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use ferrobase_schema::{Collection, FieldType};
+use serde_json::{Map, Value, json};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::error::Code;
+use crate::http::AppState;
+use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
+
+/// The generic contract: every route, with `{collection}`/`{id}` path parameters.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ferrobase API",
+        description = "The HTTP API of a Ferrobase server (a self-hostable backend for mobile apps).\n\n\
+            All routes are under `/v1`. JSON in and out. Errors are RFC 9457 problem details \
+            (`application/problem+json`) with a stable machine-readable `code`. Every response \
+            carries `X-Request-Id`. Authenticate with `Authorization: Bearer <token>`; no token \
+            means anonymous. An invalid or expired token is always 401, never anonymous.\n\n\
+            This generic document uses `{collection}` path parameters and untyped records. \
+            A running server's `GET /v1/openapi.json` (or `ferrobase openapi --project DIR`) adds \
+            concrete paths and typed schemas for each collection (`PostsRecord`, `PostsCreate`, \
+            `PostsUpdate`). Versioning rules: docs/api-versioning.md.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        health,
+        ready,
+        openapi_json,
+        crate::http::admin::login,
+        crate::http::admin::get_schema,
+        crate::http::admin::plan_schema,
+        crate::http::admin::apply_schema,
+        crate::http::admin::schema_history,
+        crate::http::records::list,
+        crate::http::records::create,
+        crate::http::records::view,
+        crate::http::records::update,
+        crate::http::records::delete,
+        crate::http::records::batch,
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "meta", description = "Health, readiness and this document."),
+        (name = "admin", description = "Operator sign-in and schema management (admin token)."),
+        (name = "records", description = "Records of any collection, subject to its rules."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Which problem codes each operation (by `operationId`) can answer with, besides `internal`
+/// (500, every operation). Every operation must be listed; `server/tests/openapi.rs` checks.
+pub const ERRORS: &[(&str, &[Code])] = {
+    use Code::*;
+    &[
+        ("health", &[]),
+        ("ready", &[Unavailable]),
+        ("openapi_json", &[Unavailable]),
+        (
+            "admin_login",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                InvalidCredentials,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                RateLimited,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_get_schema",
+            &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
+        ),
+        (
+            "admin_plan_schema",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_apply_schema",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                Conflict,
+                DestructiveChange,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_schema_history",
+            &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
+        ),
+        (
+            "list_records",
+            &[
+                BadRequest,
+                InvalidFilter,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "view_record",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "create_record",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Conflict,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "update_record",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Conflict,
+                VersionMismatch,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "delete_record",
+            &[
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Conflict,
+                Unavailable,
+            ],
+        ),
+        (
+            "batch",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Conflict,
+                VersionMismatch,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+    ]
+};
+
+/// Every code with its status and meaning, for the `Problem` description. Kept by code string
+/// (not by `Code` variant) so this file compiles whatever `error.rs` holds;
+/// `server/tests/openapi.rs` fails when this table and `Code::parts` disagree.
+pub const CODE_TABLE: &[(&str, u16, &str)] = &[
+    (
+        "bad_request",
+        400,
+        "a query parameter or header is malformed (`parameter` names it)",
+    ),
+    (
+        "invalid_json",
+        400,
+        "the body is not JSON, not an object, or empty (`line`/`column`)",
+    ),
+    (
+        "invalid_filter",
+        400,
+        "`filter` does not parse or type-check (`position`)",
+    ),
+    (
+        "invalid_token",
+        400,
+        "an unknown or spent reset/verification token",
+    ),
+    (
+        "validation_failed",
+        422,
+        "the body is well-formed JSON but invalid (`errors`: field → message)",
+    ),
+    (
+        "unauthenticated",
+        401,
+        "no valid credentials, or an invalid token",
+    ),
+    (
+        "token_expired",
+        401,
+        "the token has expired: refresh or sign in again",
+    ),
+    ("invalid_credentials", 401, "wrong email or password"),
+    ("forbidden", 403, "authenticated, but not allowed"),
+    ("account_disabled", 403, "the account is disabled"),
+    (
+        "not_found",
+        404,
+        "no such route, collection or record (or the view rule hides it)",
+    ),
+    (
+        "method_not_allowed",
+        405,
+        "the route exists but not with this method (`Allow` lists methods)",
+    ),
+    (
+        "conflict",
+        409,
+        "a unique value or id already exists, or the database refused a change",
+    ),
+    (
+        "destructive_change",
+        409,
+        "the schema change loses data; repeat with `allow_destructive`",
+    ),
+    (
+        "version_mismatch",
+        412,
+        "`If-Match` is stale (`current` holds the current record)",
+    ),
+    (
+        "payload_too_large",
+        413,
+        "the body is over the server's limit",
+    ),
+    (
+        "unsupported_media_type",
+        415,
+        "send `Content-Type: application/json`",
+    ),
+    ("rate_limited", 429, "slow down (`Retry-After` seconds)"),
+    (
+        "internal",
+        500,
+        "a bug in the server; the cause is logged under `request_id`",
+    ),
+    (
+        "unavailable",
+        503,
+        "the database is unreachable or busy; retry shortly",
+    ),
+];
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An admin token (`POST /v1/admin/auth/login`), a user access token or an API key.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes of bodies the handlers build with `json!` (documentation types only).
+
+/// An RFC 9457 problem. Besides the members below, a problem may carry: `position`
+/// (`invalid_filter`), `parameter` (`bad_request`), `line`/`column` (`invalid_json`), `current`
+/// (`version_mismatch`), `operation` (batch), `changes` (`destructive_change`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Problem {
+    /// `about:blank` or a documentation URL.
+    #[schema(example = "about:blank")]
+    r#type: String,
+    /// The HTTP status, repeated.
+    #[schema(example = 422)]
+    status: u16,
+    /// The stable, machine-readable error code; handle errors by this.
+    #[schema(example = "validation_failed")]
+    code: String,
+    #[schema(example = "Validation failed")]
+    title: String,
+    /// Human-readable explanation (English; do not parse).
+    detail: String,
+    /// Per-field messages (`validation_failed`, `conflict`).
+    errors: Option<BTreeMap<String, String>>,
+    /// Same as the `X-Request-Id` response header.
+    request_id: Option<String>,
+}
+
+/// Liveness.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: String,
+    /// The server's version.
+    version: String,
+}
+
+/// Readiness.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    status: String,
+}
+
+/// An admin role, most powerful first.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AdminRole {
+    Owner,
+    Admin,
+    Support,
+    Viewer,
+}
+
+/// An operator account.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdminAccount {
+    id: String,
+    email: String,
+    role: AdminRole,
+    /// RFC 3339.
+    created_at: String,
+}
+
+/// A signed-in admin.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdminLoginResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    token: String,
+    /// Seconds until the token expires.
+    expires_in: u64,
+    admin: AdminAccount,
+}
+
+/// A field's type (the `type = "…"` of a collection file).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum FieldTypeName {
+    Text,
+    Number,
+    Integer,
+    Bool,
+    Date,
+    Email,
+    Url,
+    Select,
+    Json,
+    Relation,
+    File,
+    Geo,
+}
+
+/// One field of a collection, exactly as in `collections/<name>.toml` (see docs/schema.md).
+/// Options belong to specific types: text `min`/`max`/`pattern`; number and integer
+/// `min`/`max`; select `values`/`multiple`; relation `collection`/`multiple`; file
+/// `multiple`/`max_files`/`max_size`/`mime`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FieldDef {
+    r#type: FieldTypeName,
+    required: Option<bool>,
+    /// Applied when a create omits the field.
+    #[schema(value_type = Option<Object>)]
+    default: Option<Value>,
+    /// The field's previous name (makes `plan` rename instead of drop).
+    renamed_from: Option<String>,
+    min: Option<f64>,
+    max: Option<f64>,
+    pattern: Option<String>,
+    values: Option<Vec<String>>,
+    multiple: Option<bool>,
+    /// Target collection of a relation.
+    collection: Option<String>,
+    max_files: Option<u32>,
+    /// Bytes, or a size string such as `"5MB"`.
+    #[schema(value_type = Option<Object>)]
+    max_size: Option<Value>,
+    mime: Option<Vec<String>>,
+}
+
+/// Access rules in the expression language; an absent rule locks the operation to admins.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RulesDef {
+    list: Option<String>,
+    view: Option<String>,
+    create: Option<String>,
+    update: Option<String>,
+    delete: Option<String>,
+}
+
+/// A declared index.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct IndexDef {
+    fields: Vec<String>,
+    unique: Option<bool>,
+}
+
+/// What an update with a stale `If-Match` does.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ConflictPolicy {
+    Reject,
+    LastWriteWins,
+}
+
+/// A collection as code: the JSON form of `collections/<name>.toml`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CollectionDef {
+    #[schema(example = "posts")]
+    name: String,
+    conflict: Option<ConflictPolicy>,
+    fields: BTreeMap<String, FieldDef>,
+    rules: Option<RulesDef>,
+    indexes: Option<Vec<IndexDef>>,
+    /// Hook name → `file.rhai#function`.
+    triggers: Option<BTreeMap<String, String>>,
+}
+
+/// The applied schema.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchemaDocument {
+    /// The applied version (0 before the first apply).
+    version: i64,
+    collections: Vec<CollectionDef>,
+}
+
+/// What a schema change does.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ChangeKind {
+    CreateCollection,
+    DropCollection,
+    AddField,
+    RemoveField,
+    RenameField,
+    ChangeFieldType,
+    ChangeField,
+    ChangeRule,
+    AddIndex,
+    DropIndex,
+    ChangeConflict,
+    ChangeTriggers,
+}
+
+/// One step of a plan.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchemaChange {
+    kind: ChangeKind,
+    collection: String,
+    #[schema(required = false)]
+    field: Option<String>,
+    /// Data is lost when this step runs.
+    destructive: bool,
+    description: String,
+}
+
+/// The changes an apply would make.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchemaPlan {
+    changes: Vec<SchemaChange>,
+}
+
+/// The outcome of an apply (`applied = false` when nothing changed).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchemaApplyOutcome {
+    version: i64,
+    applied: bool,
+    changes: Vec<SchemaChange>,
+}
+
+/// One applied schema version.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchemaHistoryEntry {
+    version: i64,
+    /// RFC 3339.
+    applied_at: String,
+    /// The admin who applied it.
+    applied_by: Option<String>,
+    #[schema(value_type = Vec<SchemaChange>)]
+    changes: Value,
+}
+
+/// Applied versions, newest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchemaHistoryPage {
+    items: Vec<SchemaHistoryEntry>,
+    next_cursor: Option<String>,
+}
+
+/// A record of any collection: the system fields plus the collection's fields. Unset optional
+/// fields are `null`. With `?fields=` only the chosen fields (and `id`) are present; with
+/// `?expand=` related records are inlined under `expand`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Record {
+    /// UUIDv7.
+    id: uuid::Uuid,
+    #[schema(required = false)]
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[schema(required = false)]
+    updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Starts at 1, +1 on each update; also the `ETag`.
+    #[schema(required = false)]
+    version: Option<i64>,
+}
+
+/// A record body for create or update: the collection's fields (on create also an optional
+/// client-chosen `id`, a UUID). Unknown fields and system fields are refused (422).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RecordInput {}
+
+/// One page of a list.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RecordList {
+    items: Vec<Record>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+    /// Matching records in all pages (only with `count=true`).
+    #[schema(required = false)]
+    total: Option<i64>,
+}
+
+/// The outcome of one batch operation.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchResult {
+    /// 201 create, 200 update, 204 delete.
+    status: u16,
+    /// The record (null for a delete).
+    body: Option<Record>,
+}
+
+/// The outcomes, in the order of the operations.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchResponse {
+    results: Vec<BatchResult>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes whose handlers live in `http/mod.rs` (documented here) and this document's own route.
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/v1/health", tag = "meta", operation_id = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+#[allow(dead_code)]
+fn health() {}
+
+/// Readiness: the database is reachable.
+#[utoipa::path(get, path = "/v1/ready", tag = "meta", operation_id = "ready",
+    responses((status = 200, description = "Ready to serve", body = Ready)))]
+#[allow(dead_code)]
+fn ready() {}
+
+/// This document, including this deployment's collections as typed schemas and concrete paths.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", operation_id = "openapi_json",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object,
+        content_type = "application/json")))]
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
+    let catalog = state.catalog.current();
+    Json(for_collections(&catalog.collections)).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assembly.
+
+/// The generic document as JSON, with problem responses added.
+pub fn generic() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    // Open shapes: a problem may carry extra members; records carry the collection's fields.
+    for name in ["Problem", "Record", "RecordInput"] {
+        if let Some(Value::Object(s)) = doc.pointer_mut(&format!("/components/schemas/{name}")) {
+            s.insert("additionalProperties".into(), Value::Bool(true));
+        }
+    }
+    add_problems(&mut doc);
+    doc
+}
+
+/// The generic document, pretty-printed with a final newline: the content of
+/// `sdk-spec/openapi.json`.
+pub fn generic_json() -> String {
+    let mut s = serde_json::to_string_pretty(&generic()).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn problem_ref() -> Value {
+    json!({"$ref": "#/components/schemas/Problem"})
+}
+
+fn code_list(codes: &[Code]) -> String {
+    codes
+        .iter()
+        .map(|c| format!("`{}`", c.parts().1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds one problem response per status from [`ERRORS`] (plus `internal`) to each operation.
+fn add_problems(doc: &mut Value) {
+    // The table of all codes goes into the Problem schema's description.
+    let table: Vec<String> = CODE_TABLE
+        .iter()
+        .map(|(code, status, meaning)| format!("- `{code}` ({status}): {meaning}"))
+        .collect();
+    if let Some(problem) = doc.pointer_mut("/components/schemas/Problem")
+        && let Some(obj) = problem.as_object_mut()
+    {
+        let base = obj
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        obj.insert(
+            "description".into(),
+            Value::String(format!("{base}\n\nCodes:\n{}", table.join("\n"))),
+        );
+    }
+    let errors: BTreeMap<&str, &[Code]> = ERRORS.iter().copied().collect();
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            let id = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let mut codes: Vec<Code> = errors.get(id.as_str()).copied().unwrap_or(&[]).to_vec();
+            codes.push(Code::Internal);
+            let responses = op
+                .entry("responses")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(responses) = responses.as_object_mut() {
+                add_problem_responses(responses, &codes);
+            }
+        }
+    }
+}
+
+fn add_problem_responses(responses: &mut Map<String, Value>, codes: &[Code]) {
+    let mut by_status: BTreeMap<u16, Vec<Code>> = BTreeMap::new();
+    for c in codes {
+        by_status.entry(c.parts().0.as_u16()).or_default().push(*c);
+    }
+    for (status, codes) in by_status {
+        let names: Vec<&str> = codes.iter().map(|c| c.parts().1).collect();
+        responses.insert(
+            status.to_string(),
+            json!({
+                "description": format!("Problem: {}", code_list(&codes)),
+                "x-error-codes": names,
+                "content": {"application/problem+json": {"schema": problem_ref()}}
+            }),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-deployment document.
+
+/// `posts` → `Posts`, `blog_posts` → `BlogPosts`.
+pub fn pascal(name: &str) -> String {
+    name.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c).collect::<String>(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// The JSON schema of one field's non-null value.
+fn field_value_schema(ty: &FieldType, required: bool) -> Value {
+    let item = |ty: &FieldType| -> Value {
+        match ty {
+            FieldType::Select { values, .. } => json!({"type": "string", "enum": values}),
+            FieldType::Relation { collection, .. } => json!({
+                "type": "string",
+                "format": "uuid",
+                "description": format!("The id of a `{collection}` record."),
+            }),
+            _ => json!({"type": "string", "maxLength": 1000}),
+        }
+    };
+    let mut s = match ty {
+        FieldType::Text { min, max, pattern } => {
+            let mut s = json!({"type": "string"});
+            let min = min.unwrap_or(0).max(u32::from(required));
+            if min > 0 {
+                s["minLength"] = json!(min);
+            }
+            s["maxLength"] = json!(max.map(|m| m as usize).unwrap_or(DEFAULT_TEXT_MAX));
+            if let Some(p) = pattern {
+                s["pattern"] = json!(p);
+            }
+            s
+        }
+        FieldType::Number { min, max } => {
+            let mut s = json!({"type": "number"});
+            if let Some(m) = min {
+                s["minimum"] = json!(m);
+            }
+            if let Some(m) = max {
+                s["maximum"] = json!(m);
+            }
+            s
+        }
+        FieldType::Integer { min, max } => {
+            let mut s = json!({"type": "integer", "format": "int64"});
+            if let Some(m) = min {
+                s["minimum"] = json!(m);
+            }
+            if let Some(m) = max {
+                s["maximum"] = json!(m);
+            }
+            s
+        }
+        FieldType::Bool => json!({"type": "boolean"}),
+        FieldType::Date => json!({"type": "string", "format": "date-time"}),
+        FieldType::Email => json!({"type": "string", "format": "email"}),
+        FieldType::Url => json!({"type": "string", "format": "uri"}),
+        FieldType::Json => json!({}),
+        FieldType::Geo => json!({
+            "type": "object",
+            "properties": {
+                "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                "lon": {"type": "number", "minimum": -180, "maximum": 180},
+            },
+            "required": ["lat", "lon"],
+        }),
+        FieldType::Select {
+            multiple: false, ..
+        }
+        | FieldType::Relation {
+            multiple: false, ..
+        } => item(ty),
+        FieldType::File {
+            multiple: false, ..
+        } => json!({"type": "string", "description": "A stored file name.", "maxLength": 255}),
+        FieldType::Select { multiple: true, .. } | FieldType::Relation { multiple: true, .. } => {
+            let mut s = json!({"type": "array", "items": item(ty), "maxItems": MAX_LIST_ITEMS});
+            if required {
+                s["minItems"] = json!(1);
+            }
+            s
+        }
+        FieldType::File {
+            multiple: true,
+            max_files,
+            ..
+        } => {
+            let mut s = json!({
+                "type": "array",
+                "items": {"type": "string", "maxLength": 255},
+                "description": "Stored file names.",
+            });
+            s["maxItems"] = json!(max_files.map(|m| m as usize).unwrap_or(MAX_LIST_ITEMS));
+            if required {
+                s["minItems"] = json!(1);
+            }
+            s
+        }
+    };
+    if let FieldType::Relation { collection, .. } = ty
+        && ty.is_multiple()
+    {
+        s["description"] = json!(format!("Ids of `{collection}` records."));
+    }
+    s
+}
+
+/// Makes a schema also accept `null`, the OpenAPI 3.1 way (`"type": ["string", "null"]`).
+fn nullable(mut s: Value) -> Value {
+    let Some(obj) = s.as_object_mut() else {
+        return s;
+    };
+    match obj.get("type").cloned() {
+        None => return s, // any value, null included
+        Some(Value::String(t)) => {
+            obj.insert("type".into(), json!([t, "null"]));
+        }
+        Some(_) => {}
+    }
+    if let Some(Value::Array(e)) = obj.get_mut("enum") {
+        e.push(Value::Null);
+    }
+    s
+}
+
+fn collection_schemas(c: &Collection) -> Vec<(String, Value)> {
+    let p = pascal(&c.name);
+    let mut record_props = Map::new();
+    record_props.insert(
+        "id".into(),
+        json!({"type": "string", "format": "uuid", "description": "UUIDv7."}),
+    );
+    record_props.insert(
+        "created_at".into(),
+        json!({"type": "string", "format": "date-time"}),
+    );
+    record_props.insert(
+        "updated_at".into(),
+        json!({"type": "string", "format": "date-time"}),
+    );
+    record_props.insert(
+        "version".into(),
+        json!({"type": "integer", "format": "int64", "minimum": 1,
+               "description": "Starts at 1, +1 on each update; also the `ETag`."}),
+    );
+    let mut record_required: Vec<String> = ["id", "created_at", "updated_at", "version"]
+        .map(String::from)
+        .to_vec();
+    let mut create_props = Map::new();
+    create_props.insert(
+        "id".into(),
+        json!({"type": "string", "format": "uuid",
+               "description": "Optional client-chosen id (UUIDv7 recommended), for offline-first creates."}),
+    );
+    let mut create_required: Vec<String> = Vec::new();
+    let mut update_props = Map::new();
+    for (name, field) in &c.fields {
+        let value = field_value_schema(&field.ty, field.required);
+        // A stored record has a value for a required field; anything else may be null.
+        let stored = if field.required {
+            value.clone()
+        } else {
+            nullable(value.clone())
+        };
+        record_props.insert(name.clone(), stored.clone());
+        record_required.push(name.clone());
+        let mut input = stored;
+        if let Some(d) = &field.default
+            && let Some(obj) = input.as_object_mut()
+        {
+            obj.insert("default".into(), d.clone());
+        }
+        create_props.insert(name.clone(), input.clone());
+        if field.required && field.default.is_none() {
+            create_required.push(name.clone());
+        }
+        update_props.insert(name.clone(), input);
+    }
+    let expand = c
+        .fields
+        .iter()
+        .filter(|(_, f)| matches!(f.ty, FieldType::Relation { .. }))
+        .map(|(n, _)| n.clone())
+        .collect::<Vec<_>>();
+    if !expand.is_empty() {
+        record_props.insert(
+            "expand".into(),
+            json!({
+                "type": "object",
+                "description": format!("With `?expand=`: the related records of {} that the caller may view.",
+                    expand.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+                "additionalProperties": true,
+            }),
+        );
+    }
+    vec![
+        (
+            format!("{p}Record"),
+            json!({
+                "type": "object",
+                "description": format!("A record of `{}`.", c.name),
+                "properties": record_props,
+                "required": record_required,
+            }),
+        ),
+        (
+            format!("{p}Create"),
+            json!({
+                "type": "object",
+                "description": format!("The body of a create in `{}`. Unknown fields are refused.", c.name),
+                "properties": create_props,
+                "required": create_required,
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            format!("{p}Update"),
+            json!({
+                "type": "object",
+                "description": format!("The body of a partial update in `{}`: only the fields to change.", c.name),
+                "properties": update_props,
+                "additionalProperties": false,
+            }),
+        ),
+        (
+            format!("{p}List"),
+            json!({
+                "type": "object",
+                "description": format!("One page of `{}` records.", c.name),
+                "properties": {
+                    "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{p}Record")}},
+                    "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; `null` on the last page."},
+                    "total": {"type": "integer", "format": "int64", "description": "Matching records in all pages (only with `count=true`)."},
+                },
+                "required": ["items", "next_cursor"],
+            }),
+        ),
+    ]
+}
+
+/// Takes an operation of the generic document and specialises it for one collection.
+fn specialise(generic_op: &Value, c: &Collection, action: &str) -> Value {
+    let p = pascal(&c.name);
+    let mut op = generic_op.clone();
+    let Some(obj) = op.as_object_mut() else {
+        return op;
+    };
+    obj.insert("operationId".into(), json!(format!("{action}_{}", c.name)));
+    obj.insert("tags".into(), json!([c.name]));
+    if let Some(Value::Array(params)) = obj.get_mut("parameters") {
+        // The collection is in the path now; projections would break the typed record.
+        params.retain(|prm| {
+            let name = prm.get("name").and_then(Value::as_str).unwrap_or("");
+            name != "collection" && name != "fields"
+        });
+        for prm in params.iter_mut() {
+            if prm.get("name").and_then(Value::as_str) == Some("expand") {
+                let rels: Vec<&String> = c
+                    .fields
+                    .iter()
+                    .filter(|(_, f)| matches!(f.ty, FieldType::Relation { .. }))
+                    .map(|(n, _)| n)
+                    .collect();
+                prm["description"] = json!(format!(
+                    "Comma-separated relation fields to inline under `expand`{}.",
+                    if rels.is_empty() {
+                        " (this collection has none)".to_owned()
+                    } else {
+                        format!(
+                            ": {}",
+                            rels.iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ));
+            }
+        }
+    }
+    let rec = json!({"$ref": format!("#/components/schemas/{p}Record")});
+    let set_body = |obj: &mut Map<String, Value>, status: &str, schema: Value| {
+        if let Some(content) = obj
+            .get_mut("responses")
+            .and_then(|r| r.get_mut(status))
+            .and_then(|r| r.get_mut("content"))
+            .and_then(|c| c.get_mut("application/json"))
+        {
+            content["schema"] = schema;
+        }
+    };
+    match action {
+        "list" => set_body(
+            obj,
+            "200",
+            json!({"$ref": format!("#/components/schemas/{p}List")}),
+        ),
+        "view" | "update" => set_body(obj, "200", rec),
+        "create" => set_body(obj, "201", rec),
+        _ => {}
+    }
+    let input = match action {
+        "create" => Some(format!("{p}Create")),
+        "update" => Some(format!("{p}Update")),
+        _ => None,
+    };
+    if let Some(input) = input
+        && let Some(content) = obj
+            .get_mut("requestBody")
+            .and_then(|b| b.get_mut("content"))
+            .and_then(|c| c.get_mut("application/json"))
+    {
+        content["schema"] = json!({"$ref": format!("#/components/schemas/{input}")});
+    }
+    op
+}
+
+/// The generic document plus, for each collection, concrete paths and typed schemas.
+pub fn for_collections(collections: &[Collection]) -> Value {
+    let mut doc = generic();
+    let list_path = "/v1/collections/{collection}/records";
+    let item_path = "/v1/collections/{collection}/records/{id}";
+    let generic_list = doc
+        .pointer(&format!("/paths/{}", escape(list_path)))
+        .cloned();
+    let generic_item = doc
+        .pointer(&format!("/paths/{}", escape(item_path)))
+        .cloned();
+    let mut new_paths = Vec::new();
+    let mut new_schemas = Vec::new();
+    for c in collections {
+        new_schemas.extend(collection_schemas(c));
+        if let Some(Value::Object(g)) = &generic_list {
+            let mut item = Map::new();
+            for (method, action) in [("get", "list"), ("post", "create")] {
+                if let Some(op) = g.get(method) {
+                    item.insert(method.into(), specialise(op, c, action));
+                }
+            }
+            new_paths.push((format!("/v1/collections/{}/records", c.name), item));
+        }
+        if let Some(Value::Object(g)) = &generic_item {
+            let mut item = Map::new();
+            for (method, action) in [("get", "view"), ("patch", "update"), ("delete", "delete")] {
+                if let Some(op) = g.get(method) {
+                    item.insert(method.into(), specialise(op, c, action));
+                }
+            }
+            if let Some(params) = g.get("parameters") {
+                item.insert("parameters".into(), params.clone());
+            }
+            new_paths.push((format!("/v1/collections/{}/records/{{id}}", c.name), item));
+        }
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in new_paths {
+            paths.insert(path, Value::Object(item));
+        }
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (name, schema) in new_schemas {
+            schemas.insert(name, schema);
+        }
+    }
+    if let Some(tags) = doc.get_mut("tags").and_then(Value::as_array_mut) {
+        for c in collections {
+            tags.push(
+                json!({"name": c.name, "description": format!("Records of `{}` (typed).", c.name)}),
+            );
+        }
+    }
+    doc
+}
+
+/// JSON pointer escaping of one path segment.
+fn escape(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
