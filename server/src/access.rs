@@ -57,8 +57,26 @@ pub enum Principal {
         verified: bool,
         role: String,
         tenant: String,
+        /// The session the access token belongs to.
+        session: String,
+    },
+    /// A server-to-server caller (`fbk_…`), limited by its scopes.
+    ApiKey {
+        id: String,
+        name: String,
+        scopes: Vec<String>,
     },
 }
+
+/// Scopes an API key may carry.
+pub const SCOPES: [&str; 6] = [
+    "records:read",
+    "records:write",
+    "push:send",
+    "metrics:read",
+    "users:manage",
+    "admin",
+];
 
 /// Record operations a rule can govern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,12 +100,18 @@ impl Principal {
                 verified: true,
                 tenant: String::new(),
             },
+            Principal::ApiKey { id, .. } => AuthContext {
+                id: id.clone(),
+                role: "api_key".into(),
+                ..AuthContext::default()
+            },
             Principal::User {
                 id,
                 email,
                 verified,
                 role,
                 tenant,
+                ..
             } => AuthContext {
                 id: id.clone(),
                 email: email.clone(),
@@ -98,10 +122,22 @@ impl Principal {
         }
     }
 
+    /// The admin role this caller acts with: an admin's own role, or `admin` for an API key
+    /// with the `admin` scope.
     pub fn admin_role(&self) -> Option<AdminRole> {
         match self {
             Principal::Admin { role, .. } => Some(*role),
+            Principal::ApiKey { scopes, .. } if scopes.iter().any(|s| s == "admin") => {
+                Some(AdminRole::Admin)
+            }
             _ => None,
+        }
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        match self {
+            Principal::ApiKey { scopes, .. } => scopes.iter().any(|s| s == scope || s == "admin"),
+            _ => false,
         }
     }
 
@@ -121,13 +157,20 @@ impl Principal {
 
     /// Requires an admin whose role allows `write` (or any admin for reads).
     pub fn require_admin(&self, write: bool) -> Result<AdminRole, Error> {
+        if let Some(role) = self.admin_role()
+            && matches!(self, Principal::ApiKey { .. })
+        {
+            return Ok(role);
+        }
         match self {
             Principal::Admin { role, .. } if !write || role.can_write() => Ok(*role),
             Principal::Admin { .. } => Err(Error::forbidden(
                 "Your admin role may read but not change this.",
             )),
             Principal::Anonymous => Err(Error::unauthenticated("An admin token is required.")),
-            Principal::User { .. } => Err(Error::new(Code::Forbidden, "Admins only.")),
+            Principal::User { .. } | Principal::ApiKey { .. } => {
+                Err(Error::new(Code::Forbidden, "Admins only."))
+            }
         }
     }
 }
@@ -155,6 +198,20 @@ pub fn access<'a>(
         return Err(Error::forbidden(format!(
             "The {} role may not change records.",
             role.as_str()
+        )));
+    }
+    if let Principal::ApiKey { name, .. } = principal {
+        let write = matches!(op, Op::Create | Op::Update | Op::Delete);
+        let needed = if write {
+            "records:write"
+        } else {
+            "records:read"
+        };
+        if principal.has_scope(needed) {
+            return Ok(Access::Bypass);
+        }
+        return Err(Error::forbidden(format!(
+            "The API key `{name}` lacks the `{needed}` scope."
         )));
     }
     match rule {

@@ -40,6 +40,8 @@ pub struct CollectionInfo {
     pub col_types: Vec<ColType>,
     pub rules: CompiledRules,
     pub patterns: HashMap<String, regex::Regex>,
+    /// Fields clients may not write (the built-in user fields set by auth flows).
+    pub readonly: Vec<String>,
 }
 
 pub const SYSTEM_FIELDS: [&str; 4] = ["id", "created_at", "updated_at", "version"];
@@ -111,7 +113,13 @@ impl CollectionInfo {
             update: parse(&def.rules.update),
             delete: parse(&def.rules.delete),
         };
+        let readonly = if def.name == "users" {
+            crate::auth::users::readonly()
+        } else {
+            Vec::new()
+        };
         CollectionInfo {
+            readonly,
             table: def.table(),
             def,
             columns,
@@ -140,11 +148,17 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// `collections` as declared; the built-in `users` collection is always present, extended
+    /// by a declared `users` collection.
     pub fn new(version: i64, collections: Vec<Collection>) -> Self {
-        let by_name = collections
+        let mut by_name: HashMap<String, Arc<CollectionInfo>> = collections
             .iter()
+            .filter(|c| c.name != "users")
             .map(|c| (c.name.clone(), Arc::new(CollectionInfo::compile(c.clone()))))
             .collect();
+        let users =
+            crate::auth::users::users_collection(collections.iter().find(|c| c.name == "users"));
+        by_name.insert("users".into(), Arc::new(CollectionInfo::compile(users)));
         Catalog {
             version,
             collections,

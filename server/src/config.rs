@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub smtp: SmtpConfig,
+    pub mail: MailConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -81,6 +83,97 @@ pub struct AuthConfig {
     pub admin_token_ttl: String,
     /// Minimum password length for admins and users.
     pub min_password_length: usize,
+    /// Lifetime of user access tokens (JWT), e.g. `15m`.
+    pub access_token_ttl: String,
+    /// Lifetime of a session's refresh token; each use rotates it, e.g. `30d`.
+    pub refresh_token_ttl: String,
+    /// Lifetime of email verification and password reset links, e.g. `1h`.
+    pub email_token_ttl: String,
+    /// Send a verification email on signup (when SMTP is configured).
+    pub verify_on_signup: bool,
+    pub rate_limits: RateLimitConfig,
+}
+
+/// Request budgets; `"10/min"`-style strings (`/s`, `/min`, `/hour`, `/day`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `false` turns every rate limit off.
+    pub enabled: bool,
+    /// Login attempts per IP and email.
+    pub login: String,
+    /// Signups per IP.
+    pub signup: String,
+    /// Password-reset and verification emails per email address.
+    pub reset: String,
+    /// One-time codes per email address.
+    pub otp: String,
+    /// Every request, per IP.
+    pub global: String,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login: "10/min".into(),
+            signup: "5/min".into(),
+            reset: "5/hour".into(),
+            otp: "5/hour".into(),
+            global: "6000/min".into(),
+        }
+    }
+}
+
+/// Outgoing mail server. Empty `host` = mail is not configured (mail jobs fail with a reason).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    /// `none`, `starttls` or `tls`.
+    pub tls: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// What emails say and where their links point.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// Sender, e.g. `MyApp <no-reply@myapp.example>`.
+    pub from: String,
+    /// The app's name, used in subjects and bodies.
+    pub app_name: String,
+    /// Base of links in emails; the token is appended as `?token=…`, e.g.
+    /// `https://myapp.example/auth` → `https://myapp.example/auth/reset-password?token=…`.
+    pub link_base: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            from: "Ferrobase <no-reply@localhost>".into(),
+            app_name: "Ferrobase".into(),
+            link_base: "http://127.0.0.1:8090/auth".into(),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -91,6 +184,8 @@ impl Default for ServerConfig {
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            smtp: SmtpConfig::default(),
+            mail: MailConfig::default(),
         }
     }
 }
@@ -119,6 +214,11 @@ impl Default for AuthConfig {
         Self {
             admin_token_ttl: "12h".into(),
             min_password_length: 8,
+            access_token_ttl: "15m".into(),
+            refresh_token_ttl: "30d".into(),
+            email_token_ttl: "1h".into(),
+            verify_on_signup: true,
+            rate_limits: RateLimitConfig::default(),
         }
     }
 }
@@ -139,6 +239,43 @@ pub struct Settings {
     pub log_level: String,
     pub admin_token_ttl: Duration,
     pub min_password_length: usize,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub email_token_ttl: Duration,
+    pub verify_on_signup: bool,
+    pub rate_limits: Option<RateLimits>,
+    pub smtp: SmtpConfig,
+    pub mail: MailConfig,
+}
+
+/// Resolved rate limits: (requests, per period).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    pub login: Rate,
+    pub signup: Rate,
+    pub reset: Rate,
+    pub otp: Rate,
+    pub global: Rate,
+}
+
+/// Parses `10/min`, `5/hour`, `100/s`, `1000/day`.
+pub fn parse_rate(s: &str) -> Option<Rate> {
+    let (n, unit) = s.trim().split_once('/')?;
+    let count: u32 = n.trim().parse().ok().filter(|c| *c > 0)?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        _ => return None,
+    };
+    Some(Rate { count, per })
 }
 
 impl ServerConfig {
@@ -202,6 +339,36 @@ impl ServerConfig {
                         .parse()
                         .map_err(|_| invalid("expected a whole number"))?
                 }
+                "AUTH_ACCESS_TOKEN_TTL" => self.auth.access_token_ttl = value,
+                "AUTH_REFRESH_TOKEN_TTL" => self.auth.refresh_token_ttl = value,
+                "AUTH_EMAIL_TOKEN_TTL" => self.auth.email_token_ttl = value,
+                "AUTH_VERIFY_ON_SIGNUP" => {
+                    self.auth.verify_on_signup = value
+                        .parse()
+                        .map_err(|_| invalid("expected true or false"))?
+                }
+                "AUTH_RATE_LIMITS_ENABLED" => {
+                    self.auth.rate_limits.enabled = value
+                        .parse()
+                        .map_err(|_| invalid("expected true or false"))?
+                }
+                "AUTH_RATE_LIMITS_LOGIN" => self.auth.rate_limits.login = value,
+                "AUTH_RATE_LIMITS_SIGNUP" => self.auth.rate_limits.signup = value,
+                "AUTH_RATE_LIMITS_RESET" => self.auth.rate_limits.reset = value,
+                "AUTH_RATE_LIMITS_OTP" => self.auth.rate_limits.otp = value,
+                "AUTH_RATE_LIMITS_GLOBAL" => self.auth.rate_limits.global = value,
+                "SMTP_HOST" => self.smtp.host = value,
+                "SMTP_PORT" => {
+                    self.smtp.port = value
+                        .parse()
+                        .map_err(|_| invalid("expected a port number"))?
+                }
+                "SMTP_USERNAME" => self.smtp.username = value,
+                "SMTP_PASSWORD" => self.smtp.password = value,
+                "SMTP_TLS" => self.smtp.tls = value,
+                "MAIL_FROM" => self.mail.from = value,
+                "MAIL_APP_NAME" => self.mail.app_name = value,
+                "MAIL_LINK_BASE" => self.mail.link_base = value,
                 // Variables read by the CLI or the test suites, not by the server.
                 "TOKEN" | "SERVER" | "TEST_PG_URL" | "REQUIRE_PG" | "CONFIG" | "LOG" => {}
                 _ => return Err(invalid("unknown setting (check the spelling)")),
@@ -271,7 +438,41 @@ impl ServerConfig {
                 "must be between 6 and 1024".into(),
             ));
         }
+        let duration = |key: &str, v: &str| {
+            parse_duration(v)
+                .ok_or_else(|| invalid(key, format!("`{v}` is not a duration like 15m")))
+        };
+        let access_token_ttl = duration("auth.access_token_ttl", &self.auth.access_token_ttl)?;
+        let refresh_token_ttl = duration("auth.refresh_token_ttl", &self.auth.refresh_token_ttl)?;
+        let email_token_ttl = duration("auth.email_token_ttl", &self.auth.email_token_ttl)?;
+        let rl = &self.auth.rate_limits;
+        let rate = |key: &str, v: &str| {
+            parse_rate(v).ok_or_else(|| invalid(key, format!("`{v}` is not a rate like 10/min")))
+        };
+        let rate_limits = RateLimits {
+            login: rate("auth.rate_limits.login", &rl.login)?,
+            signup: rate("auth.rate_limits.signup", &rl.signup)?,
+            reset: rate("auth.rate_limits.reset", &rl.reset)?,
+            otp: rate("auth.rate_limits.otp", &rl.otp)?,
+            global: rate("auth.rate_limits.global", &rl.global)?,
+        };
+        if !matches!(self.smtp.tls.as_str(), "" | "none" | "starttls" | "tls") {
+            return Err(invalid(
+                "smtp.tls",
+                format!("`{}` is not none, starttls or tls", self.smtp.tls),
+            ));
+        }
+        if !self.smtp.host.is_empty() && self.smtp.port == 0 {
+            return Err(invalid("smtp.port", "must be set when smtp.host is".into()));
+        }
         Ok(Settings {
+            access_token_ttl,
+            refresh_token_ttl,
+            email_token_ttl,
+            verify_on_signup: self.auth.verify_on_signup,
+            rate_limits: rl.enabled.then_some(rate_limits),
+            smtp: self.smtp.clone(),
+            mail: self.mail.clone(),
             data_dir: self.data_dir.clone(),
             addr,
             body_limit,

@@ -22,6 +22,8 @@ pub enum Code {
     Unauthenticated,
     TokenExpired,
     InvalidCredentials,
+    InvalidToken,
+    AccountDisabled,
     Forbidden,
     NotFound,
     MethodNotAllowed,
@@ -58,6 +60,16 @@ impl Code {
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",
                 "Invalid credentials",
+            ),
+            InvalidToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                "Invalid or expired token",
+            ),
+            AccountDisabled => (
+                StatusCode::FORBIDDEN,
+                "account_disabled",
+                "Account disabled",
             ),
             Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
@@ -253,6 +265,12 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.code == Code::RateLimited
+            && let Some(secs) = self.extra.get("retry_after").and_then(Value::as_u64)
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if let Some(cause) = self.0.cause {
             response.extensions_mut().insert(HiddenCause(cause));
         }

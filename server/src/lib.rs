@@ -12,13 +12,19 @@
 
 pub mod access;
 pub mod admin;
+pub mod apikeys;
+pub mod audit;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod jobs;
+pub mod mail;
 pub mod openapi;
 pub mod passwords;
+pub mod ratelimit;
 pub mod records;
 pub mod schemas;
 pub mod tokens;
@@ -58,7 +64,22 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot load schema: {e}"))?,
     );
+    // Mail goes out through the job queue; a bad `mail.from` stops the start with a message.
+    let sender = mail::SmtpSender::new(&settings.smtp, &settings.mail.from).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid mail settings: {}",
+            e.cause.as_deref().unwrap_or(&e.detail)
+        )
+    })?;
+    let jobs = jobs::spawn(db.clone(), vec![Arc::new(sender)]);
+    let keys = auth::Keys::load(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
+    let limits = ratelimit::Limits::new(settings.rate_limits.as_ref());
     Ok(AppState {
+        jobs,
+        keys,
+        limits,
         db,
         catalog,
         settings: Arc::new(settings),
@@ -86,13 +107,19 @@ pub async fn serve(
         })
     });
     let db = state.db.clone();
+    let jobs = state.jobs.clone();
     let app = http::router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     if let Some(r) = refresher {
         r.abort();
     }
+    // Running jobs finish (or go back to the queue) while the database is still open.
+    jobs.shutdown().await;
     db.close().await;
     result.map_err(Into::into)
 }

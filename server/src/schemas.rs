@@ -70,10 +70,26 @@ fn validate(desired: &[Collection]) -> Result<(), Error> {
     ferrobase_schema::validate(desired).map_err(schema_errors)
 }
 
+/// The built-in `users` table always exists: planning and DDL see an (empty) `users`
+/// collection on both sides unless one is declared, so a declared `users` only adds columns
+/// and removing it never drops the table.
+fn with_users(collections: &[Collection]) -> Vec<Collection> {
+    let mut out = collections.to_vec();
+    if !out.iter().any(|c| c.name == "users") {
+        let mut users = Collection::new("users");
+        users.rules = ferrobase_schema::Rules::default();
+        out.push(users);
+    }
+    out
+}
+
 /// The changes `desired` would make to the current schema.
 pub fn plan(current: &Catalog, desired: &[Collection]) -> Result<Vec<Change>, Error> {
     validate(desired)?;
-    Ok(ferrobase_schema::plan(&current.collections, desired))
+    Ok(ferrobase_schema::plan(
+        &with_users(&current.collections),
+        &with_users(desired),
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -103,7 +119,7 @@ pub async fn apply(
                         .await?;
                 }
                 let (version, current) = latest(&mut c).await?;
-                let changes = ferrobase_schema::plan(&current, &desired);
+                let changes = ferrobase_schema::plan(&with_users(&current), &with_users(&desired));
                 if changes.is_empty() {
                     return Ok((version, false, changes, current));
                 }
@@ -122,7 +138,7 @@ pub async fn apply(
                     )
                     .with("changes", serde_json::to_value(&changes).unwrap_or_default()));
                 }
-                for stmt in ferrobase_schema::ddl(dialect, &current, &desired) {
+                for stmt in ferrobase_schema::ddl(dialect, &with_users(&current), &with_users(&desired)) {
                     c.execute_script(&stmt).await.map_err(|e: DbError| {
                         Error::new(Code::Conflict, format!("The database refused the change: {e}"))
                     })?;

@@ -12,12 +12,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "system",
-    sqlite: include_str!("../../../migrations/sqlite/0001_system.sql"),
-    postgres: include_str!("../../../migrations/postgres/0001_system.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "system",
+        sqlite: include_str!("../../../migrations/sqlite/0001_system.sql"),
+        postgres: include_str!("../../../migrations/postgres/0001_system.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sqlite: include_str!("../../../migrations/sqlite/0002_identity.sql"),
+        postgres: include_str!("../../../migrations/postgres/0002_identity.sql"),
+    },
+];
 
 /// Any number: it only has to be the same for every replica.
 const PG_LOCK_KEY: i64 = 0x6665_7272_6f62;

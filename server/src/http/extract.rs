@@ -36,7 +36,31 @@ impl FromRequestParts<AppState> for Auth {
                 .await
                 .map(Auth);
         }
-        Err(Error::unauthenticated("The token is not valid."))
+        if token.starts_with(crate::apikeys::PREFIX) && token.len() <= 128 {
+            return crate::apikeys::resolve(&state.db, token).await.map(Auth);
+        }
+        state.auth().principal(token).await.map(Auth)
+    }
+}
+
+/// Where the request came from, for sessions, rate limits and the audit log: the peer address
+/// (a proxy's forwarded headers are not trusted: they are client-controlled) and user agent.
+pub struct ClientOrigin(pub crate::audit::Origin);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientOrigin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(300).collect());
+        Ok(ClientOrigin(crate::audit::Origin { ip, user_agent }))
     }
 }
 

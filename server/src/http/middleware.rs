@@ -81,3 +81,20 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         .unwrap_or_else(|| "panic".into());
     Error::internal(format!("panic: {msg}")).into_response()
 }
+
+/// The global per-IP request budget.
+pub async fn global_rate_limit(
+    axum::extract::State(limits): axum::extract::State<crate::ratelimit::Limits>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    if let Err(e) = limits.check(crate::ratelimit::Bucket::Global, &ip) {
+        return e.into_response();
+    }
+    next.run(req).await
+}

@@ -2,6 +2,8 @@
 //! call a domain function, map the result.
 
 pub mod admin;
+pub mod admin_ops;
+pub mod auth;
 pub mod extract;
 pub mod middleware;
 pub mod records;
@@ -28,11 +30,28 @@ pub struct AppState {
     pub db: Db,
     pub catalog: CatalogHandle,
     pub settings: Arc<Settings>,
+    /// The background job runner; call `jobs.notify()` after a write that enqueued a job.
+    pub jobs: crate::jobs::JobRunner,
+    pub keys: crate::auth::Keys,
+    pub limits: crate::ratelimit::Limits,
+}
+
+impl AppState {
+    /// The identity flows over this state.
+    pub fn auth(&self) -> crate::auth::AuthCtx<'_> {
+        crate::auth::AuthCtx {
+            db: &self.db,
+            keys: &self.keys,
+            settings: &self.settings,
+            catalog: self.catalog.current(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
     let cors = cors_layer(&state.settings.cors_origins);
+    let limits = state.limits.clone();
     let v1 = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -52,12 +71,18 @@ pub fn router(state: AppState) -> Router {
                 .patch(records::update)
                 .delete(records::delete),
         )
-        .route("/batch", post(records::batch));
+        .route("/batch", post(records::batch))
+        .merge(auth::routes())
+        .merge(admin_ops::routes());
     Router::new()
         .nest("/v1", v1)
         .fallback(middleware::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            middleware::global_rate_limit,
+        ))
         .layer(axum::middleware::from_fn(middleware::problem_shapes))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(cors)

@@ -48,7 +48,7 @@ pub fn validate(
         if key == "id" && mode == Mode::Create {
             continue;
         }
-        if SYSTEM_FIELDS.contains(&key.as_str()) {
+        if SYSTEM_FIELDS.contains(&key.as_str()) || info.readonly.iter().any(|r| r == key) {
             errors.insert(
                 key.clone(),
                 "is set by the server and cannot be written".to_owned(),
