@@ -870,21 +870,20 @@ fn field_value_schema(ty: &FieldType, required: bool) -> Value {
     s
 }
 
-/// Makes a schema also accept `null`, the OpenAPI 3.1 way (`"type": ["string", "null"]`).
+/// Makes a schema also accept `null`, the OpenAPI 3.1 way: `"type": ["string", "null"]`.
+/// Enums become `anyOf: [{enum…}, {"type": "null"}]` instead (an enum listing `null` among its
+/// values confuses generators, which then emit one model per variant).
 fn nullable(mut s: Value) -> Value {
+    if s.get("enum").is_some() {
+        return json!({"anyOf": [s, {"type": "null"}]});
+    }
     let Some(obj) = s.as_object_mut() else {
         return s;
     };
-    match obj.get("type").cloned() {
-        None => return s, // any value, null included
-        Some(Value::String(t)) => {
-            obj.insert("type".into(), json!([t, "null"]));
-        }
-        Some(_) => {}
+    if let Some(Value::String(t)) = obj.get("type").cloned() {
+        obj.insert("type".into(), json!([t, "null"]));
     }
-    if let Some(Value::Array(e)) = obj.get_mut("enum") {
-        e.push(Value::Null);
-    }
+    // No `type` = any value, null included.
     s
 }
 

@@ -99,7 +99,11 @@ impl DbError {
 /// A value bound to, or read from, dynamic SQL.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {
+    /// An untyped NULL (bound as text).
     Null,
+    /// A NULL of a column type: PostgreSQL refuses a text-typed NULL for e.g. a TIMESTAMPTZ
+    /// column, so writes bind NULLs with the column's type.
+    NullOf(ColType),
     Bool(bool),
     Int(i64),
     Float(f64),
@@ -141,9 +145,14 @@ impl From<DateTime<Utc>> for Param {
         Param::Time(t)
     }
 }
-impl<T: Into<Param>> From<Option<T>> for Param {
-    fn from(o: Option<T>) -> Self {
-        o.map(Into::into).unwrap_or(Param::Null)
+impl From<Option<String>> for Param {
+    fn from(o: Option<String>) -> Self {
+        o.map(Param::Text).unwrap_or(Param::Null)
+    }
+}
+impl From<Option<DateTime<Utc>>> for Param {
+    fn from(o: Option<DateTime<Utc>>) -> Self {
+        o.map(Param::Time).unwrap_or(Param::NullOf(ColType::Time))
     }
 }
 
@@ -281,7 +290,7 @@ type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArgu
 fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, params: &[Param]) -> SqliteQuery<'q> {
     for p in params {
         q = match p {
-            Param::Null => q.bind(None::<String>),
+            Param::Null | Param::NullOf(_) => q.bind(None::<String>),
             Param::Bool(b) => q.bind(*b),
             Param::Int(i) => q.bind(*i),
             Param::Float(f) => q.bind(*f),
@@ -296,7 +305,12 @@ fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, params: &[Param]) -> SqliteQuery<'q> 
 fn bind_pg<'q>(mut q: PgQuery<'q>, params: &[Param]) -> PgQuery<'q> {
     for p in params {
         q = match p {
-            Param::Null => q.bind(None::<String>),
+            Param::Null | Param::NullOf(ColType::Text) => q.bind(None::<String>),
+            Param::NullOf(ColType::Int) => q.bind(None::<i64>),
+            Param::NullOf(ColType::Float) => q.bind(None::<f64>),
+            Param::NullOf(ColType::Bool) => q.bind(None::<bool>),
+            Param::NullOf(ColType::Time) => q.bind(None::<DateTime<Utc>>),
+            Param::NullOf(ColType::Json) => q.bind(None::<sqlx::types::Json<serde_json::Value>>),
             Param::Bool(b) => q.bind(*b),
             Param::Int(i) => q.bind(*i),
             Param::Float(f) => q.bind(*f),

@@ -76,7 +76,10 @@ pub fn validate(
             if field.required {
                 errors.insert(name.clone(), "is required".to_owned());
             } else {
-                values.push((name.clone(), Param::Null));
+                values.push((
+                    name.clone(),
+                    Param::NullOf(crate::catalog::col_type(&field.ty)),
+                ));
             }
             continue;
         }

@@ -2,6 +2,8 @@
 //! PostgreSQL database, and talks to it over HTTP like a client would.
 #![allow(dead_code, clippy::unwrap_used, clippy::field_reassign_with_default)]
 
+pub mod smtp;
+
 use std::sync::Arc;
 
 use ferrobase_server::access::AdminRole;
@@ -171,6 +173,8 @@ impl TestServer {
             config.database.url = url;
             pg_db = Some(name);
         }
+        // Tests sign many users up from one address: limits are tested on their own.
+        config.auth.rate_limits.enabled = false;
         tweak(&mut config);
         let settings = config.resolve().unwrap();
         let state = ferrobase_server::open(settings).await.unwrap();
@@ -346,6 +350,43 @@ macro_rules! on_both {
             }
         )*
     };
+}
+
+/// Generates `sqlite` and `postgres` tests for scenarios that start their own server:
+/// `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Signs a user up and returns (user id, access token, refresh token).
+pub async fn signup(s: &TestServer, email: &str) -> (String, String, String) {
+    let r = s
+        .post(
+            "/v1/auth/signup",
+            None,
+            json!({"email": email, "password": "a long password"}),
+        )
+        .await;
+    let b = r.expect(201);
+    (
+        b["user"]["id"].as_str().unwrap().to_owned(),
+        b["access_token"].as_str().unwrap().to_owned(),
+        b["refresh_token"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// A posts/authors schema used by many tests.
