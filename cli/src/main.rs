@@ -57,6 +57,11 @@ enum Command {
     },
     /// Print a documented example server config.
     DefaultConfig,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the OpenAPI 3.1 document (generic, or typed for a project's collections).
     Openapi(openapi::OpenapiArgs),
 }
@@ -65,6 +70,13 @@ enum Command {
 enum AdminCommand {
     /// Create an admin directly in the database (works offline, before the server runs).
     Create(serve::AdminCreateArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain (offline, on the data dir or database URL): exits 1
+    /// naming the first entry that was altered or removed.
+    Verify(serve::DbArgs),
 }
 
 #[derive(Subcommand)]
@@ -131,6 +143,9 @@ async fn run(command: Command) -> Result<u8, Failure> {
             command: SchemaCommand::History(args),
         } => remote::history(args).await.map(|_| 0),
         Command::Openapi(args) => openapi::run(args).map(|_| 0),
+        Command::Audit {
+            command: AuditCommand::Verify(args),
+        } => serve::audit_verify(args).await.map(|_| 0),
         Command::DefaultConfig => {
             print!("{}", ferrobase_server::config::DEFAULT_CONFIG_TOML);
             Ok(0)

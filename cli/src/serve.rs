@@ -171,3 +171,37 @@ pub async fn admin_create(args: AdminCreateArgs) -> Result<(), Failure> {
         Err(e) => Err(Failure::runtime(e.to_string())),
     }
 }
+
+#[derive(Args)]
+pub struct DbArgs {
+    #[arg(long, env = "FERROBASE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+pub async fn audit_verify(args: DbArgs) -> Result<(), Failure> {
+    let settings = settings(
+        args.config.as_deref(),
+        args.data_dir,
+        None,
+        args.database_url,
+        None,
+    )?;
+    let state = ferrobase_server::open(settings)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let result = ferrobase_server::audit::verify(&state.db).await;
+    state.db.close().await;
+    match result {
+        Ok(n) => {
+            println!("Audit log intact: {n} entries verified.");
+            Ok(())
+        }
+        Err(e) => Err(Failure::runtime(format!(
+            "audit log verification failed: {e}"
+        ))),
+    }
+}

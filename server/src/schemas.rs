@@ -108,6 +108,7 @@ pub async fn apply(
     desired: Vec<Collection>,
     allow_destructive: bool,
     applied_by: Option<String>,
+    audit_as: Option<(crate::audit::Origin, crate::audit::Actor)>,
 ) -> Result<ApplyOutcome, Error> {
     validate(&desired)?;
     let dialect = db.dialect();
@@ -155,6 +156,19 @@ pub async fn apply(
                     ],
                 )
                 .await?;
+                if let Some((origin, actor)) = audit_as {
+                    crate::audit::record(
+                        &mut c,
+                        &origin,
+                        crate::audit::Entry {
+                            actor,
+                            action: "admin.schema.apply",
+                            target: Some(("schema", next.to_string())),
+                            details: serde_json::json!({"changes": changes.len()}),
+                        },
+                    )
+                    .await?;
+                }
                 Ok((next, true, changes, desired))
             })
         })

@@ -73,6 +73,17 @@ run_scenario() {
 
   echo "-- $label: SIGTERM shuts down cleanly"
   kill -TERM "$pid"; wait "$pid" || fail "non-zero exit after SIGTERM"
+
+  echo "-- $label: audit verify (offline)"
+  "$BIN" audit verify "${db_args[@]}" | grep -q "intact" || fail "audit verify"
+  if [[ -z "$dburl" ]]; then
+    python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE _fb_audit SET action='forged' WHERE seq=(SELECT MIN(seq) FROM _fb_audit)\"); c.commit()" "$work/data/data.db"
+  else
+    psql "$dburl" -qc "UPDATE _fb_audit SET action='forged' WHERE seq=(SELECT MIN(seq) FROM _fb_audit)"
+  fi
+  set +e; "$BIN" audit verify "${db_args[@]}" 2>"$work/err.txt"; rc=$?; set -e
+  [[ $rc == 1 ]] || fail "tampered audit log verified (exit $rc)"
+  grep -q "altered" "$work/err.txt" || fail "audit verify does not say what was altered"
   rm -rf "$work"
   echo "-- $label: ok"
 }

@@ -94,6 +94,7 @@ pub async fn plan_schema(
     responses((status = 200, description = "Applied (or nothing to do)", body = crate::openapi::SchemaApplyOutcome)))]
 pub async fn apply_schema(
     State(state): State<AppState>,
+    super::extract::ClientOrigin(origin): super::extract::ClientOrigin,
     Auth(p): Auth,
     JsonBody(req): JsonBody<SchemaRequest>,
 ) -> Result<Response, Error> {
@@ -108,6 +109,7 @@ pub async fn apply_schema(
         req.collections,
         req.allow_destructive,
         by,
+        Some((origin, crate::audit::Actor::of(&p))),
     )
     .await?;
     Ok(Json(outcome).into_response())
