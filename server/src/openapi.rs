@@ -434,35 +434,50 @@ pub enum FieldTypeName {
 #[allow(dead_code)]
 pub struct FieldDef {
     r#type: FieldTypeName,
-    required: Option<bool>,
+    #[schema(required = false)]
+    required: bool,
     /// Applied when a create omits the field.
-    #[schema(value_type = Option<Object>)]
-    default: Option<Value>,
+    #[schema(required = false)]
+    default: Value,
     /// The field's previous name (makes `plan` rename instead of drop).
-    renamed_from: Option<String>,
-    min: Option<f64>,
-    max: Option<f64>,
-    pattern: Option<String>,
-    values: Option<Vec<String>>,
-    multiple: Option<bool>,
+    #[schema(required = false)]
+    renamed_from: String,
+    #[schema(required = false)]
+    min: f64,
+    #[schema(required = false)]
+    max: f64,
+    #[schema(required = false)]
+    pattern: String,
+    #[schema(required = false)]
+    values: Vec<String>,
+    #[schema(required = false)]
+    multiple: bool,
     /// Target collection of a relation.
-    collection: Option<String>,
-    max_files: Option<u32>,
+    #[schema(required = false)]
+    collection: String,
+    #[schema(required = false)]
+    max_files: u32,
     /// Bytes, or a size string such as `"5MB"`.
-    #[schema(value_type = Option<Object>)]
-    max_size: Option<Value>,
-    mime: Option<Vec<String>>,
+    #[schema(required = false)]
+    max_size: Value,
+    #[schema(required = false)]
+    mime: Vec<String>,
 }
 
 /// Access rules in the expression language; an absent rule locks the operation to admins.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct RulesDef {
-    list: Option<String>,
-    view: Option<String>,
-    create: Option<String>,
-    update: Option<String>,
-    delete: Option<String>,
+    #[schema(required = false)]
+    list: String,
+    #[schema(required = false)]
+    view: String,
+    #[schema(required = false)]
+    create: String,
+    #[schema(required = false)]
+    update: String,
+    #[schema(required = false)]
+    delete: String,
 }
 
 /// A declared index.
@@ -470,7 +485,8 @@ pub struct RulesDef {
 #[allow(dead_code)]
 pub struct IndexDef {
     fields: Vec<String>,
-    unique: Option<bool>,
+    #[schema(required = false)]
+    unique: bool,
 }
 
 /// What an update with a stale `If-Match` does.
@@ -488,12 +504,16 @@ pub enum ConflictPolicy {
 pub struct CollectionDef {
     #[schema(example = "posts")]
     name: String,
-    conflict: Option<ConflictPolicy>,
+    #[schema(required = false)]
+    conflict: ConflictPolicy,
     fields: BTreeMap<String, FieldDef>,
-    rules: Option<RulesDef>,
-    indexes: Option<Vec<IndexDef>>,
+    #[schema(required = false)]
+    rules: RulesDef,
+    #[schema(required = false)]
+    indexes: Vec<IndexDef>,
     /// Hook name → `file.rhai#function`.
-    triggers: Option<BTreeMap<String, String>>,
+    #[schema(required = false)]
+    triggers: BTreeMap<String, String>,
 }
 
 /// The applied schema.
@@ -818,8 +838,18 @@ fn field_value_schema(ty: &FieldType, required: bool) -> Value {
         }
         FieldType::Bool => json!({"type": "boolean"}),
         FieldType::Date => json!({"type": "string", "format": "date-time"}),
-        FieldType::Email => json!({"type": "string", "format": "email"}),
-        FieldType::Url => json!({"type": "string", "format": "uri"}),
+        // The server also accepts "" for these (an empty value), so no `format`.
+        FieldType::Email => json!({
+            "type": "string",
+            "pattern": "^([^@\\s]+@[^@\\s]+)?$",
+            "description": "An email address, or empty.",
+        }),
+        FieldType::Url => json!({
+            "type": "string",
+            "maxLength": 2048,
+            "pattern": "^(https?://\\S+)?$",
+            "description": "An http(s) URL, or empty.",
+        }),
         FieldType::Json => json!({}),
         FieldType::Geo => json!({
             "type": "object",
@@ -1060,7 +1090,20 @@ fn specialise(generic_op: &Value, c: &Collection, action: &str) -> Value {
             json!({"$ref": format!("#/components/schemas/{p}List")}),
         ),
         "view" | "update" => set_body(obj, "200", rec),
-        "create" => set_body(obj, "201", rec),
+        "create" => {
+            set_body(obj, "201", rec);
+            if let Some(created) = obj.get_mut("responses").and_then(|r| r.get_mut("201")) {
+                let link = |op: &str| {
+                    json!({"operationId": format!("{op}_{}", c.name),
+                           "parameters": {"id": "$response.body#/id"}})
+                };
+                created["links"] = json!({
+                    "view": link("view"),
+                    "update": link("update"),
+                    "delete": link("delete"),
+                });
+            }
+        }
         _ => {}
     }
     let input = match action {

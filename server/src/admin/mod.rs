@@ -156,6 +156,7 @@ fn admin_from_row(row: Vec<Param>) -> Option<(Admin, String)> {
 /// the same way, in about the same time.
 pub async fn login(
     db: &Db,
+    origin: &crate::audit::Origin,
     email: &str,
     password: &str,
     ttl: std::time::Duration,
@@ -175,6 +176,21 @@ pub async fn login(
     let admin = match (ok, admin) {
         (true, Some(a)) => a,
         _ => {
+            crate::audit::record_alone(
+                db,
+                origin,
+                crate::audit::Entry {
+                    actor: crate::audit::Actor {
+                        kind: "anonymous".into(),
+                        id: None,
+                        email: Some(normalize_email(email).chars().take(254).collect()),
+                    },
+                    action: "admin.login_failed",
+                    target: None,
+                    details: serde_json::Value::Null,
+                },
+            )
+            .await?;
             return Err(Error::new(
                 Code::InvalidCredentials,
                 "Wrong email or password.",
@@ -186,11 +202,30 @@ pub async fn login(
     let now = Utc::now();
     let expires = now + Duration::from_std(ttl).unwrap_or(Duration::hours(12));
     let admin_id = admin.id.clone();
+    let (origin, actor) = (
+        origin.clone(),
+        crate::audit::Actor {
+            kind: "admin".into(),
+            id: Some(admin.id.clone()),
+            email: Some(admin.email.clone()),
+        },
+    );
     db.write(move |mut c| {
         Box::pin(async move {
             c.execute(
                 "INSERT INTO _fb_admin_tokens (token_hash, admin_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-                &[hash.into(), admin_id.into(), now.into(), expires.into()],
+                &[hash.into(), admin_id.clone().into(), now.into(), expires.into()],
+            )
+            .await?;
+            crate::audit::record(
+                &mut c,
+                &origin,
+                crate::audit::Entry {
+                    actor,
+                    action: "admin.login",
+                    target: Some(("admin", admin_id)),
+                    details: serde_json::Value::Null,
+                },
             )
             .await?;
             Ok::<_, Error>(())

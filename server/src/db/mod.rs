@@ -367,6 +367,25 @@ fn decode_pg(row: &PgRow, cols: &[ColType]) -> Result<Values, DbError> {
     Ok(out)
 }
 
+/// Copies the WAL back into the database file every half second without blocking the writer
+/// (PASSIVE: it never waits for locks). SQLite restarts the WAL from its start once a
+/// checkpoint caught up, so the file stays bounded.
+async fn checkpoint_loop(mut conn: SqliteConnection) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::raw_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            if matches!(e, sqlx::Error::Io(_)) {
+                break;
+            }
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
+    }
+}
+
 /// The database handle, cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -396,7 +415,13 @@ impl Db {
                 .pragma("temp_store", "memory")
                 .pragma("cache_size", "-16000");
             // The writer connection is opened first so the file and WAL mode exist before readers.
-            let mut conn = SqliteConnection::connect_with(&opts).await?;
+            // It never checkpoints itself (that would stall every queued write behind a WAL
+            // copy); a separate connection does passive checkpoints in the background.
+            let mut conn =
+                SqliteConnection::connect_with(&opts.clone().pragma("wal_autocheckpoint", "0"))
+                    .await?;
+            let checkpointer = SqliteConnection::connect_with(&opts).await?;
+            tokio::spawn(checkpoint_loop(checkpointer));
             migrate::run(&mut Conn::Sqlite {
                 conn: &mut conn,
                 writes: &AtomicU32::new(0),

@@ -28,10 +28,20 @@ pub struct LoginRequest {
     responses((status = 200, description = "Signed in", body = crate::openapi::AdminLoginResponse)))]
 pub async fn login(
     State(state): State<AppState>,
+    super::extract::ClientOrigin(origin): super::extract::ClientOrigin,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, Error> {
+    state.limits.check(
+        crate::ratelimit::Bucket::Login,
+        &format!(
+            "admin|{}|{}",
+            origin.ip.as_deref().unwrap_or(""),
+            admin::normalize_email(&req.email)
+        ),
+    )?;
     let (token, admin) = admin::login(
         &state.db,
+        &origin,
         &req.email,
         &req.password,
         state.settings.admin_token_ttl,

@@ -134,7 +134,8 @@ pub async fn create(
     operation_id = "update_record", security((), ("bearer" = [])),
     params(("collection" = String, Path, description = "Collection name"),
         ("id" = String, Path, description = "Record id"),
-        ("If-Match" = Option<String>, Header, description = "The version the change is based on, e.g. `\"3\"`")),
+        ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#,
+            description = "The version the change is based on, e.g. `\"3\"`")),
     request_body(content = crate::openapi::RecordInput, content_type = "application/json"),
     responses((status = 200, description = "The updated record", body = crate::openapi::Record,
         headers(("ETag" = String, description = "The record's new version, quoted")))))]
@@ -201,7 +202,7 @@ pub struct BatchOperation {
     pub path: String,
     /// The record body (create and update).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Object, required = false)]
     pub body: Option<Value>,
     /// The `If-Match` of an update, as a version number.
     #[serde(default)]

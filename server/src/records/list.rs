@@ -28,7 +28,7 @@ pub struct ListQuery {
     /// A filter in the expression language, e.g. `published = true && title ~ 'rust'`.
     pub filter: Option<String>,
     /// Comma-separated fields, `-` for descending (default `created_at`, then `id`).
-    #[param(example = "-created_at,title")]
+    #[param(example = "-created_at")]
     pub sort: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
