@@ -23,7 +23,7 @@ from fb_client.api.records import batch
 from fb_client.models import (
     AdminLoginRequest,
     BatchOperation,
-    BatchOperationBodyType0,
+    BatchOperationBody,
     BatchRequest,
     PostsCreate,
     PostsCreateLocationType0,
@@ -215,12 +215,12 @@ def _():
     admin, prof, pid = state["admin"], state["profile"], state["posts"][1]
     ops = [
         BatchOperation(method="POST", path="/v1/collections/comments/records",
-                       body=BatchOperationBodyType0.from_dict({"owner": "user-alice", "post": str(pid),
+                       body=BatchOperationBody.from_dict({"owner": "user-alice", "post": str(pid),
                                                                 "author": str(prof.id), "body": "Nice!"})),
         BatchOperation(method="PATCH", path=f"/v1/collections/posts/records/{pid}",
-                       body=BatchOperationBodyType0.from_dict({"likes": 10}), if_match=1),
+                       body=BatchOperationBody.from_dict({"likes": 10}), if_match=1),
         BatchOperation(method="POST", path="/v1/collections/posts/records",
-                       body=BatchOperationBodyType0.from_dict({"owner": "user-alice", "author": str(prof.id),
+                       body=BatchOperationBody.from_dict({"owner": "user-alice", "author": str(prof.id),
                                                                 "caption": "from batch"})),
     ]
     out = expect(batch.sync_detailed(client=admin, body=BatchRequest(operations=ops)), 200)
@@ -229,10 +229,10 @@ def _():
     # The second operation fails: the first must not be applied.
     bad = [
         BatchOperation(method="POST", path="/v1/collections/posts/records",
-                       body=BatchOperationBodyType0.from_dict({"owner": "user-alice", "author": str(prof.id),
+                       body=BatchOperationBody.from_dict({"owner": "user-alice", "author": str(prof.id),
                                                                 "caption": "must not exist"})),
         BatchOperation(method="POST", path="/v1/collections/posts/records",
-                       body=BatchOperationBodyType0.from_dict({"nope": 1})),
+                       body=BatchOperationBody.from_dict({"nope": 1})),
     ]
     p = problem(batch.sync_detailed(client=admin, body=BatchRequest(operations=bad)), 422, "validation_failed")
     assert p.additional_properties["operation"] == 1
