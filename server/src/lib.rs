@@ -76,8 +76,15 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
     let limits = ratelimit::Limits::new(settings.rate_limits.as_ref());
+    // Other replicas cannot tell this one that a session ended: trust the cache only briefly.
+    let session_ttl = if db.dialect() == ferrobase_expr::Dialect::Postgres {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(30)
+    };
     Ok(AppState {
         jobs,
+        sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
         limits,
         db,

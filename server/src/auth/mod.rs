@@ -4,6 +4,7 @@
 //! Layout: `keys` (JWT access tokens), `sessions` (refresh tokens, revocation), `users` (the
 //! built-in collection), this file (the flows).
 
+pub mod cache;
 pub mod keys;
 pub mod sessions;
 pub mod users;
@@ -33,6 +34,7 @@ pub struct AuthCtx<'a> {
     pub keys: &'a Keys,
     pub settings: &'a Settings,
     pub catalog: Arc<Catalog>,
+    pub cache: &'a cache::SessionCache,
 }
 
 /// The answer to a successful sign-up, sign-in or refresh.
@@ -96,23 +98,45 @@ impl AuthCtx<'_> {
     /// enabled on every request (revocation takes effect at once).
     pub async fn principal(&self, token: &str) -> Result<Principal, Error> {
         let claims = self.keys.verify(self.db, token).await?;
-        let (sub, sid) = (claims.sub.clone(), claims.sid.clone());
-        let state = self
-            .db
-            .read(move |mut c| {
-                Box::pin(async move { sessions::check(&mut c, &sub, &sid, Utc::now()).await })
-            })
-            .await?;
-        let (email, verified, role) =
-            state.ok_or_else(|| Error::unauthenticated("The session has ended; sign in again."))?;
+        let live = match self.cache.get(&claims.sid, &claims.sub) {
+            Some(live) => live,
+            None => {
+                let epoch = self.cache.epoch();
+                let (sub, sid) = (claims.sub.clone(), claims.sid.clone());
+                let state = self
+                    .db
+                    .read(move |mut c| {
+                        Box::pin(
+                            async move { sessions::check(&mut c, &sub, &sid, Utc::now()).await },
+                        )
+                    })
+                    .await?;
+                let (email, verified, role) = state.ok_or_else(|| {
+                    Error::unauthenticated("The session has ended; sign in again.")
+                })?;
+                let live = cache::LiveSession {
+                    user: claims.sub.clone(),
+                    email,
+                    verified,
+                    role,
+                };
+                self.cache.put(&claims.sid, epoch, live.clone());
+                live
+            }
+        };
         Ok(Principal::User {
             id: claims.sub,
-            email,
-            verified,
-            role,
+            email: live.email,
+            verified: live.verified,
+            role: live.role,
             tenant: String::new(),
             session: claims.sid,
         })
+    }
+
+    /// Call after committing anything that ends sessions or disables users.
+    pub fn sessions_changed(&self) {
+        self.cache.invalidate();
     }
 
     /// `POST /v1/auth/signup`.
@@ -352,7 +376,11 @@ impl AuthCtx<'_> {
                 })
             })
             .await?;
-        let (user, sid, refresh) = outcome.ok_or_else(invalid)?;
+        let Some((user, sid, refresh)) = outcome else {
+            // A reused token may have revoked its session.
+            self.sessions_changed();
+            return Err(invalid());
+        };
         self.pair(user, &sid, refresh)
     }
 

@@ -182,6 +182,7 @@ async fn delete_user(
         .auth()
         .delete_user(&origin, Actor::of(&p), &id)
         .await?;
+    state.auth().sessions_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -263,6 +264,7 @@ async fn user_action(
             ));
         }
     }
+    state.auth().sessions_changed();
     Ok(Json(fetch_admin_user(&state, &id).await?).into_response())
 }
 

@@ -137,6 +137,7 @@ async fn logout(
             })
         })
         .await?;
+    state.auth().sessions_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -161,7 +162,9 @@ async fn update_me(
     JsonObject(body): JsonObject,
 ) -> Result<Response, Error> {
     user(&p)?;
-    Ok(Json(state.auth().update_me(&origin, &p, body).await?).into_response())
+    let user = state.auth().update_me(&origin, &p, body).await?;
+    state.auth().sessions_changed();
+    Ok(Json(user).into_response())
 }
 
 async fn delete_me(
@@ -171,6 +174,7 @@ async fn delete_me(
 ) -> Result<Response, Error> {
     let (id, _) = user(&p)?;
     state.auth().delete_user(&origin, Actor::of(&p), id).await?;
+    state.auth().sessions_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -211,6 +215,7 @@ async fn revoke_session(
             })
         })
         .await?;
+    state.auth().sessions_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -241,6 +246,7 @@ async fn revoke_other_sessions(
             })
         })
         .await?;
+    state.auth().sessions_changed();
     Ok(Json(json!({"revoked": n})).into_response())
 }
 
@@ -305,5 +311,6 @@ async fn reset_confirm(
         .auth()
         .confirm_reset(&origin, &req.token, &req.password)
         .await?;
+    state.auth().sessions_changed();
     Ok(Json(json!({"reset": true})).into_response())
 }

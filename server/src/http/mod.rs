@@ -33,6 +33,7 @@ pub struct AppState {
     /// The background job runner; call `jobs.notify()` after a write that enqueued a job.
     pub jobs: crate::jobs::JobRunner,
     pub keys: crate::auth::Keys,
+    pub sessions: Arc<crate::auth::cache::SessionCache>,
     pub limits: crate::ratelimit::Limits,
 }
 
@@ -44,6 +45,7 @@ impl AppState {
             keys: &self.keys,
             settings: &self.settings,
             catalog: self.catalog.current(),
+            cache: &self.sessions,
         }
     }
 }
