@@ -48,7 +48,18 @@ async fn pg_available() -> bool {
                     .fetch_all(&mut c)
                     .await
                     .unwrap_or_default();
+                    // Only databases of runs that started over an hour ago: another copy of this
+                    // test binary may be running right now.
+                    let cutoff = unix_now().saturating_sub(3600);
                     for (name,) in rows {
+                        let started: u64 = name[prefix.len()..]
+                            .split('_')
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        if started >= cutoff {
+                            continue;
+                        }
                         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
                         )))
@@ -69,6 +80,13 @@ async fn pg_available() -> bool {
             }
         })
         .await
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn short_hash(s: &str) -> String {
@@ -159,7 +177,12 @@ impl TestServer {
                 .ok()
                 .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
                 .unwrap_or_default();
-            let name = format!("fbt_{}_{}", short_hash(&exe), uuid::Uuid::new_v4().simple());
+            let name = format!(
+                "fbt_{}_{}_{}",
+                short_hash(&exe),
+                unix_now(),
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
             let mut c = sqlx::PgConnection::connect(&pg_base_url()).await.unwrap();
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
                 .execute(&mut c)
