@@ -48,6 +48,10 @@ run_scenario() {
   grep -q "posts.toml" "$work/err.txt" || fail "error does not name the file: $(cat "$work/err.txt")"
   cp "$work/posts.bak" "$work/myapp/collections/posts.toml"
   "$BIN" schema history --server "$base" | grep -q "v1" || fail "history"
+  # pull mirrors the server into a folder that then plans to nothing
+  mkdir -p "$work/pulled" && cp "$work/myapp/ferrobase.toml" "$work/pulled/"
+  (cd "$work/pulled" && "$BIN" pull && "$BIN" plan --detailed-exitcode >/dev/null) || fail "pull then plan is not a no-op"
+  [[ -f "$work/pulled/collections/posts.toml" ]] || fail "pull wrote no posts.toml"
 
   echo "-- $label: records with curl"
   local token
