@@ -82,6 +82,16 @@ pub struct SchemaRequest {
     pub allow_destructive: bool,
 }
 
+impl SchemaRequest {
+    /// `flags` is an object when present (null counts as absent).
+    fn check(&self) -> Result<(), Error> {
+        match &self.flags {
+            None | Some(serde_json::Value::Null | serde_json::Value::Object(_)) => Ok(()),
+            Some(_) => Err(Error::field("flags", "must be an object")),
+        }
+    }
+}
+
 /// What applying this schema would change (any admin role).
 #[utoipa::path(post, path = "/v1/admin/schema/plan", tag = "admin", operation_id = "admin_plan_schema",
     security(("bearer" = [])),
@@ -93,6 +103,7 @@ pub async fn plan_schema(
     JsonBody(req): JsonBody<SchemaRequest>,
 ) -> Result<Response, Error> {
     p.require_admin(false)?;
+    req.check()?;
     let changes = schemas::plan(&state.catalog.current(), &req.collections)?;
     Ok(Json(json!({"changes": changes})).into_response())
 }
@@ -109,6 +120,7 @@ pub async fn apply_schema(
     JsonBody(req): JsonBody<SchemaRequest>,
 ) -> Result<Response, Error> {
     p.require_admin(true)?;
+    req.check()?;
     let by = match &p {
         Principal::Admin { email, .. } => Some(email.clone()),
         _ => None,

@@ -49,27 +49,58 @@ pub async fn not_found() -> Error {
     Error::not_found("No such route.")
 }
 
-/// Re-shapes plain-text framework responses (405 from the router) as problems.
+/// Re-shapes plain-text framework responses as problems: any 4xx whose body is not JSON (the
+/// router's 405, axum's query/path rejections, a body limit's 413, …) becomes problem+json
+/// with the matching code, so no route leaks a framework text error.
 pub async fn problem_shapes(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && response
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .is_none_or(|ct| ct != "application/problem+json")
-    {
-        let allow = response.headers().get(axum::http::header::ALLOW).cloned();
-        let mut r = Error::new(
-            Code::MethodNotAllowed,
-            "This route does not accept that method.",
-        )
-        .into_response();
-        if let Some(allow) = allow {
-            r.headers_mut().insert(axum::http::header::ALLOW, allow);
-        }
-        return r;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.trim().to_ascii_lowercase();
+            ct.starts_with("application/json") || ct.starts_with("application/problem+json")
+        });
+    if !status.is_client_error() || is_json {
+        return response;
     }
-    response
+    let code = match status {
+        StatusCode::BAD_REQUEST => Code::BadRequest,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => Code::ValidationFailed,
+        _ => return response,
+    };
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let detail = match code {
+        Code::BadRequest => {
+            // The framework's own message (e.g. `Failed to deserialize query string: duplicate
+            // field `limit``), bounded.
+            let bytes = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap_or_default();
+            let text: String = String::from_utf8_lossy(&bytes).chars().take(500).collect();
+            if text.trim().is_empty() {
+                "The request is malformed.".to_owned()
+            } else {
+                text.trim().to_owned()
+            }
+        }
+        Code::NotFound => "No such route.".to_owned(),
+        Code::MethodNotAllowed => "This route does not accept that method.".to_owned(),
+        Code::PayloadTooLarge => "The body is over the server's limit.".to_owned(),
+        Code::UnsupportedMediaType => "Send `Content-Type: application/json`.".to_owned(),
+        _ => "The request is invalid.".to_owned(),
+    };
+    let mut r = Error::new(code, detail).into_response();
+    if let Some(allow) = allow {
+        r.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    r
 }
 
 /// A panic is a bug: answer `internal` and log it, never tear down the connection silently.

@@ -415,6 +415,9 @@ pub async fn update_in(
     if_match: Option<i64>,
 ) -> Result<Map<String, Value>, Error> {
     let current = load_for_write(c, info, actor, id, Op::Update, Some(body)).await?;
+    // An invalid body is refused (422) before a stale version (412): retrying with a fresh
+    // version would not help it.
+    let checked = validate::validate(info, body, Mode::Update)?;
     if let Some(expected) = if_match
         && info.def.conflict != ferrobase_schema::ConflictPolicy::LastWriteWins
         && current.get("version").and_then(Value::as_i64) != Some(expected)
@@ -425,7 +428,6 @@ pub async fn update_in(
         )
         .with("current", Value::Object(current)));
     }
-    let checked = validate::validate(info, body, Mode::Update)?;
     check_relations(c, catalog, actor, &checked.relations).await?;
     let mut sets = vec![
         "\"updated_at\" = $2".to_owned(),
