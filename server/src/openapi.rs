@@ -55,6 +55,33 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
         crate::http::admin::plan_schema,
         crate::http::admin::apply_schema,
         crate::http::admin::schema_history,
+        crate::http::admin_ops::search_users,
+        crate::http::admin_ops::view_user,
+        crate::http::admin_ops::delete_user,
+        crate::http::admin_ops::user_action,
+        crate::http::admin_ops::export_user,
+        crate::http::admin_ops::list_admins,
+        crate::http::admin_ops::create_admin,
+        crate::http::admin_ops::delete_admin,
+        crate::http::admin_ops::list_keys,
+        crate::http::admin_ops::create_key,
+        crate::http::admin_ops::revoke_key,
+        crate::http::admin_ops::query_audit,
+        crate::http::auth::signup,
+        crate::http::auth::login,
+        crate::http::auth::refresh,
+        crate::http::auth::logout,
+        crate::http::auth::anonymous,
+        crate::http::auth::me,
+        crate::http::auth::update_me,
+        crate::http::auth::delete_me,
+        crate::http::auth::list_sessions,
+        crate::http::auth::revoke_other_sessions,
+        crate::http::auth::revoke_session,
+        crate::http::auth::verify_request,
+        crate::http::auth::verify_confirm,
+        crate::http::auth::reset_request,
+        crate::http::auth::reset_confirm,
         crate::http::records::list,
         crate::http::records::create,
         crate::http::records::view,
@@ -66,7 +93,8 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
     modifiers(&BearerAuth),
     tags(
         (name = "meta", description = "Health, readiness and this document."),
-        (name = "admin", description = "Operator sign-in and schema management (admin token)."),
+        (name = "admin", description = "Operator sign-in, schema management, user support, admin accounts, API keys and the audit log (admin token or API key)."),
+        (name = "auth", description = "App users: sign-up, sign-in, token refresh, profile, sessions, email verification and password reset."),
         (name = "records", description = "Records of any collection, subject to its rules."),
     ),
 )]
@@ -130,6 +158,257 @@ pub const ERRORS: &[(&str, &[Code])] = {
         (
             "admin_schema_history",
             &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
+        ),
+        (
+            "admin_search_users",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_view_user",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_delete_user",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_user_action",
+            &[
+                BadRequest,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_export_user",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_list_admins",
+            &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
+        ),
+        (
+            "admin_create_admin",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                Conflict,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_delete_admin",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Conflict,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_list_api_keys",
+            &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
+        ),
+        (
+            "admin_create_api_key",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_revoke_api_key",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_query_audit",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_signup",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Conflict,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                RateLimited,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_login",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                InvalidCredentials,
+                AccountDisabled,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                RateLimited,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_refresh",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                AccountDisabled,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        ("auth_logout", &[Unauthenticated, TokenExpired, Unavailable]),
+        ("auth_anonymous", &[RateLimited, Unavailable]),
+        ("auth_me", &[Unauthenticated, TokenExpired, Unavailable]),
+        (
+            "auth_update_me",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                InvalidCredentials,
+                Conflict,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_delete_me",
+            &[Unauthenticated, TokenExpired, NotFound, Unavailable],
+        ),
+        (
+            "auth_list_sessions",
+            &[Unauthenticated, TokenExpired, Unavailable],
+        ),
+        (
+            "auth_revoke_other_sessions",
+            &[Unauthenticated, TokenExpired, Unavailable],
+        ),
+        (
+            "auth_revoke_session",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_verify_email_request",
+            &[
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                RateLimited,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_verify_email_confirm",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                InvalidToken,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_password_reset_request",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                RateLimited,
+                Unavailable,
+            ],
+        ),
+        (
+            "auth_password_reset_confirm",
+            &[
+                BadRequest,
+                InvalidJson,
+                ValidationFailed,
+                InvalidToken,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
         ),
         (
             "list_records",
@@ -646,6 +925,241 @@ pub struct BatchResponse {
     results: Vec<BatchResult>,
 }
 
+/// An app user: a record of the built-in `users` collection (never with secrets). Besides the
+/// built-in fields below it carries any custom fields the project adds to `users`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct User {
+    id: String,
+    /// Lowercased; `null` for an anonymous (guest) account.
+    email: Option<String>,
+    email_verified: bool,
+    name: Option<String>,
+    avatar: Option<String>,
+    is_anonymous: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    version: i64,
+}
+
+/// A user as admins see it: the user record plus `disabled` and `role`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdminUser {
+    id: String,
+    email: Option<String>,
+    email_verified: bool,
+    name: Option<String>,
+    avatar: Option<String>,
+    is_anonymous: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    version: i64,
+    /// A disabled user cannot sign in; their tokens answer 401.
+    disabled: bool,
+    role: Option<String>,
+}
+
+/// A profile update (`PATCH /v1/auth/me`): any of the `users` fields a user may write, and:
+/// `email` + `password` upgrade an anonymous account; `password` with `current_password`
+/// changes the password (and ends the other sessions).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UserUpdate {
+    #[schema(required = false)]
+    name: Option<String>,
+    #[schema(required = false)]
+    avatar: Option<String>,
+    #[schema(required = false)]
+    email: Option<String>,
+    #[schema(required = false)]
+    password: Option<String>,
+    #[schema(required = false)]
+    current_password: Option<String>,
+}
+
+/// A signed-in user's tokens. Send `access_token` as `Authorization: Bearer <token>`; refresh
+/// with `refresh_token` before `expires_in` runs out (refresh tokens rotate: each is spent once).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TokenPair {
+    user: User,
+    access_token: String,
+    /// `fbr_…`; spent by `POST /v1/auth/refresh`.
+    refresh_token: String,
+    #[schema(example = "Bearer")]
+    token_type: String,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+}
+
+/// A session (a signed-in device).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Session {
+    id: String,
+    /// The session of the token making this request.
+    current: bool,
+    /// RFC 3339.
+    created_at: String,
+    /// RFC 3339.
+    last_used_at: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// The caller's live sessions, newest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SessionList {
+    items: Vec<Session>,
+    next_cursor: Option<String>,
+}
+
+/// How many sessions were revoked.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Revoked {
+    revoked: u64,
+}
+
+/// The request was accepted; an email will be sent if it applies.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Queued {
+    #[schema(example = "queued")]
+    status: String,
+}
+
+/// The email address is verified.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Verified {
+    verified: bool,
+}
+
+/// The password is reset; every session of the user has ended.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PasswordReset {
+    reset: bool,
+}
+
+/// One page of users (admin search).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UserPage {
+    items: Vec<AdminUser>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Everything stored about one user: the user, every record that points at them by a
+/// `users` relation (by collection), and their files.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UserExport {
+    user: AdminUser,
+    records: BTreeMap<String, Vec<Record>>,
+    files: Vec<Value>,
+}
+
+/// Operator accounts.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdminList {
+    items: Vec<AdminAccount>,
+    next_cursor: Option<String>,
+}
+
+/// An API key (its secret is shown only when it is created).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ApiKey {
+    id: String,
+    name: String,
+    scopes: Vec<String>,
+    /// RFC 3339.
+    created_at: String,
+    /// The admin who created it.
+    created_by: Option<String>,
+    /// RFC 3339; `null` for no expiry.
+    expires_at: Option<String>,
+    revoked: bool,
+}
+
+/// A new API key, with its secret: store `key` now, it is never shown again.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ApiKeyCreated {
+    id: String,
+    name: String,
+    scopes: Vec<String>,
+    created_at: String,
+    created_by: Option<String>,
+    expires_at: Option<String>,
+    revoked: bool,
+    /// `fbk_…`: send as `Authorization: Bearer <key>`.
+    key: String,
+}
+
+/// API keys.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ApiKeyList {
+    items: Vec<ApiKey>,
+    next_cursor: Option<String>,
+}
+
+/// Who did it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuditActor {
+    /// `admin`, `user`, `api_key` or `system`.
+    #[schema(example = "admin")]
+    r#type: String,
+    id: Option<String>,
+    #[schema(required = false)]
+    email: Option<String>,
+}
+
+/// What it was done to.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuditTarget {
+    #[schema(example = "user")]
+    r#type: String,
+    id: String,
+}
+
+/// One entry of the audit log (hash-chained: `prev_hash` is the previous entry's `hash`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuditEntry {
+    id: String,
+    /// RFC 3339.
+    at: String,
+    actor: AuditActor,
+    /// A dotted name: `auth.login_failed`, `admin.user.disable`, …
+    #[schema(example = "admin.user.disable")]
+    action: String,
+    target: Option<AuditTarget>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    details: Value,
+    hash: String,
+    prev_hash: String,
+}
+
+/// One page of the audit log, newest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AuditPage {
+    items: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Routes whose handlers live in `http/mod.rs` (documented here) and this document's own route.
 
@@ -677,7 +1191,14 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
 pub fn generic() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     // Open shapes: a problem may carry extra members; records carry the collection's fields.
-    for name in ["Problem", "Record", "RecordInput"] {
+    for name in [
+        "Problem",
+        "Record",
+        "RecordInput",
+        "User",
+        "AdminUser",
+        "UserUpdate",
+    ] {
         if let Some(Value::Object(s)) = doc.pointer_mut(&format!("/components/schemas/{name}")) {
             s.insert("additionalProperties".into(), Value::Bool(true));
         }

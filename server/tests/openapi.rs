@@ -252,35 +252,7 @@ async fn served_methods(server: &TestServer, path: &str) -> Option<BTreeSet<Stri
 /// Routes served but not yet in the contract: the identity and admin-support routes landed
 /// while the contract was being built. This list may only shrink; the test fails when an entry
 /// is documented (remove it) or no longer served. Never add to it: document new routes instead.
-const PENDING: &[&str] = &[
-    "GET /v1/admin/admins",
-    "POST /v1/admin/admins",
-    "DELETE /v1/admin/admins/{id}",
-    "GET /v1/admin/api-keys",
-    "POST /v1/admin/api-keys",
-    "DELETE /v1/admin/api-keys/{id}",
-    "GET /v1/admin/audit",
-    "GET /v1/admin/users",
-    "DELETE /v1/admin/users/{id}",
-    "GET /v1/admin/users/{id}",
-    "GET /v1/admin/users/{id}/export",
-    "POST /v1/admin/users/{id}/{action}",
-    "POST /v1/auth/anonymous",
-    "POST /v1/auth/login",
-    "POST /v1/auth/logout",
-    "DELETE /v1/auth/me",
-    "GET /v1/auth/me",
-    "PATCH /v1/auth/me",
-    "POST /v1/auth/password-reset/confirm",
-    "POST /v1/auth/password-reset/request",
-    "POST /v1/auth/refresh",
-    "DELETE /v1/auth/sessions",
-    "GET /v1/auth/sessions",
-    "DELETE /v1/auth/sessions/{id}",
-    "POST /v1/auth/signup",
-    "POST /v1/auth/verify-email/confirm",
-    "POST /v1/auth/verify-email/request",
-];
+const PENDING: &[&str] = &[];
 
 #[tokio::test]
 async fn the_router_and_the_document_agree() {

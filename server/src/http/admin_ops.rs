@@ -50,16 +50,26 @@ fn require_owner(p: &Principal) -> Result<(), Error> {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserSearch {
+    /// Text in the email or name (case-insensitive), or an exact id.
     pub q: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 const ADMIN_USER_COLS: &str = "disabled, role";
 
-async fn search_users(
+/// Search users by email, name or id (any admin role), ordered by id.
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", operation_id = "admin_search_users",
+    security(("bearer" = [])),
+    params(UserSearch),
+    responses((status = 200, description = "One page of users", body = crate::openapi::UserPage)))]
+pub async fn search_users(
     State(state): State<AppState>,
     Auth(p): Auth,
     Query(q): Query<UserSearch>,
@@ -162,7 +172,12 @@ async fn fetch_admin_user(state: &AppState, id: &str) -> Result<Map<String, Valu
     Ok(admin_user(&info, row))
 }
 
-async fn view_user(
+/// One user, with `disabled` and `role` (any admin role).
+#[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "admin", operation_id = "admin_view_user",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, description = "The user", body = crate::openapi::AdminUser)))]
+pub async fn view_user(
     State(state): State<AppState>,
     Auth(p): Auth,
     Path(id): Path<String>,
@@ -171,7 +186,12 @@ async fn view_user(
     Ok(Json(fetch_admin_user(&state, &id).await?).into_response())
 }
 
-async fn delete_user(
+/// Delete a user and end their sessions (owner and admin roles).
+#[utoipa::path(delete, path = "/v1/admin/users/{id}", tag = "admin", operation_id = "admin_delete_user",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_user(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -186,7 +206,15 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn user_action(
+/// A support action on a user: `disable`, `enable`, `revoke-sessions` or
+/// `send-password-reset` (owner, admin and support roles).
+#[utoipa::path(post, path = "/v1/admin/users/{id}/{action}", tag = "admin", operation_id = "admin_user_action",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id"),
+        ("action" = String, Path, description = "The action",
+            example = "disable", pattern = "^(disable|enable|revoke-sessions|send-password-reset)$")),
+    responses((status = 200, description = "Done; the user as it is now", body = crate::openapi::AdminUser)))]
+pub async fn user_action(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -246,6 +274,7 @@ async fn user_action(
                 .ok_or_else(|| Error::field("email", "the user has no email"))?
                 .to_owned();
             state.auth().request_reset(&origin, &email).await?;
+            state.jobs.notify();
             audit::record_alone(
                 &state.db,
                 &origin,
@@ -269,7 +298,12 @@ async fn user_action(
 }
 
 /// One JSON document with the user and every record that points at them.
-async fn export_user(
+/// Everything stored about a user, as one JSON document (owner, admin and support roles).
+#[utoipa::path(get, path = "/v1/admin/users/{id}/export", tag = "admin", operation_id = "admin_export_user",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, description = "The export", body = crate::openapi::UserExport)))]
+pub async fn export_user(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -333,22 +367,34 @@ async fn export_user(
     Ok(Json(json!({"user": user, "records": records, "files": []})).into_response())
 }
 
-async fn list_admins(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
+/// Operator accounts (any admin role).
+#[utoipa::path(get, path = "/v1/admin/admins", tag = "admin", operation_id = "admin_list_admins",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Admins", body = crate::openapi::AdminList)))]
+pub async fn list_admins(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
     p.require_admin(false)?;
     let items = crate::admin::list_admins(&state.db).await?;
     Ok(Json(json!({"items": items, "next_cursor": null})).into_response())
 }
 
-#[derive(Deserialize)]
+/// A new operator account.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdmin {
     pub email: String,
     pub password: String,
+    /// `owner`, `admin` (default), `support` or `viewer`.
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::AdminRole>)]
     pub role: Option<String>,
 }
 
-async fn create_admin(
+/// Create an operator account (owners only).
+#[utoipa::path(post, path = "/v1/admin/admins", tag = "admin", operation_id = "admin_create_admin",
+    security(("bearer" = [])),
+    request_body(content = CreateAdmin, content_type = "application/json"),
+    responses((status = 201, description = "Created", body = crate::openapi::AdminAccount)))]
+pub async fn create_admin(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -380,7 +426,12 @@ async fn create_admin(
     Ok((StatusCode::CREATED, Json(admin)).into_response())
 }
 
-async fn delete_admin(
+/// Delete an operator account (owners only; not one's own).
+#[utoipa::path(delete, path = "/v1/admin/admins/{id}", tag = "admin", operation_id = "admin_delete_admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Admin id")),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_admin(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -430,16 +481,24 @@ async fn delete_admin(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+/// A new API key.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     pub name: String,
+    /// What the key may do, e.g. `records:read`, `metrics:read`.
     pub scopes: Vec<String>,
+    /// RFC 3339; absent or `null` for no expiry.
     #[serde(default)]
     pub expires_at: Option<String>,
 }
 
-async fn create_key(
+/// Create an API key (owner and admin roles). The secret `key` is shown only here.
+#[utoipa::path(post, path = "/v1/admin/api-keys", tag = "admin", operation_id = "admin_create_api_key",
+    security(("bearer" = [])),
+    request_body(content = CreateKey, content_type = "application/json"),
+    responses((status = 201, description = "Created", body = crate::openapi::ApiKeyCreated)))]
+pub async fn create_key(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -462,13 +521,22 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn list_keys(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
+/// API keys, without their secrets (any admin role).
+#[utoipa::path(get, path = "/v1/admin/api-keys", tag = "admin", operation_id = "admin_list_api_keys",
+    security(("bearer" = [])),
+    responses((status = 200, description = "API keys", body = crate::openapi::ApiKeyList)))]
+pub async fn list_keys(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
     p.require_admin(false)?;
     let items = crate::apikeys::list(&state.db).await?;
     Ok(Json(json!({"items": items, "next_cursor": null})).into_response())
 }
 
-async fn revoke_key(
+/// Revoke an API key (owner and admin roles).
+#[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", tag = "admin", operation_id = "admin_revoke_api_key",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "API key id")),
+    responses((status = 204, description = "Revoked")))]
+pub async fn revoke_key(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -479,7 +547,20 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn query_audit(
+/// The audit log, newest first (any admin role).
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", operation_id = "admin_query_audit",
+    security(("bearer" = [])),
+    params(
+        ("actor" = Option<String>, Query, description = "Actor id (or email)"),
+        ("action" = Option<String>, Query, description = "Action name, e.g. `admin.user.disable`"),
+        ("target" = Option<String>, Query, description = "`<type>:<id>`, e.g. `user:0190…`"),
+        ("since" = Option<String>, Query, description = "RFC 3339: entries at or after"),
+        ("until" = Option<String>, Query, description = "RFC 3339: entries before"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "One page of entries", body = crate::openapi::AuditPage)))]
+pub async fn query_audit(
     State(state): State<AppState>,
     Auth(p): Auth,
     Query(q): Query<audit::Query>,

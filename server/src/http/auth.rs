@@ -49,16 +49,23 @@ fn user(p: &Principal) -> Result<(&str, &str), Error> {
     }
 }
 
-#[derive(Deserialize)]
+/// A new account.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
     pub email: String,
     pub password: String,
+    /// Initial values of custom `users` fields (e.g. `name`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Map<String, Value>>,
 }
 
-async fn signup(
+/// Create an account with email and password; answers the new user and a token pair.
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", operation_id = "auth_signup",
+    request_body(content = SignupRequest, content_type = "application/json"),
+    responses((status = 201, description = "Signed up and signed in", body = crate::openapi::TokenPair)))]
+pub async fn signup(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     JsonBody(req): JsonBody<SignupRequest>,
@@ -68,17 +75,23 @@ async fn signup(
         .auth()
         .signup(&origin, &req.email, &req.password, req.data)
         .await?;
+    state.jobs.notify();
     Ok((StatusCode::CREATED, Json(pair)).into_response())
 }
 
-#[derive(Deserialize)]
+/// User credentials.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
 }
 
-async fn login(
+/// Sign in with email and password.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", operation_id = "auth_login",
+    request_body(content = LoginRequest, content_type = "application/json"),
+    responses((status = 200, description = "Signed in", body = crate::openapi::TokenPair)))]
+pub async fn login(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     JsonBody(req): JsonBody<LoginRequest>,
@@ -96,13 +109,19 @@ async fn login(
     Ok(Json(pair).into_response())
 }
 
-#[derive(Deserialize)]
+/// A refresh token (`fbr_…`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-async fn refresh(
+/// Exchange a refresh token for a new pair. The old refresh token is spent; reusing a spent
+/// one ends that session (401).
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", operation_id = "auth_refresh",
+    request_body(content = RefreshRequest, content_type = "application/json"),
+    responses((status = 200, description = "A new token pair", body = crate::openapi::TokenPair)))]
+pub async fn refresh(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     JsonBody(req): JsonBody<RefreshRequest>,
@@ -111,7 +130,11 @@ async fn refresh(
     Ok(Json(pair).into_response())
 }
 
-async fn logout(
+/// End the current session (its refresh token and access tokens stop working).
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", operation_id = "auth_logout",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Signed out")))]
+pub async fn logout(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -141,7 +164,10 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn anonymous(
+/// Create a guest account; upgrade it later with `PATCH /v1/auth/me {email, password}`.
+#[utoipa::path(post, path = "/v1/auth/anonymous", tag = "auth", operation_id = "auth_anonymous",
+    responses((status = 201, description = "A guest account, signed in", body = crate::openapi::TokenPair)))]
+pub async fn anonymous(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
 ) -> Result<Response, Error> {
@@ -150,12 +176,21 @@ async fn anonymous(
     Ok((StatusCode::CREATED, Json(pair)).into_response())
 }
 
-async fn me(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
+/// The signed-in user.
+#[utoipa::path(get, path = "/v1/auth/me", tag = "auth", operation_id = "auth_me",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The user", body = crate::openapi::User)))]
+pub async fn me(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
     let (id, _) = user(&p)?;
     Ok(Json(state.auth().me(id).await?).into_response())
 }
 
-async fn update_me(
+/// Update the signed-in user's profile, upgrade a guest account or change the password.
+#[utoipa::path(patch, path = "/v1/auth/me", tag = "auth", operation_id = "auth_update_me",
+    security(("bearer" = [])),
+    request_body(content = crate::openapi::UserUpdate, content_type = "application/json"),
+    responses((status = 200, description = "The updated user", body = crate::openapi::User)))]
+pub async fn update_me(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -167,7 +202,11 @@ async fn update_me(
     Ok(Json(user).into_response())
 }
 
-async fn delete_me(
+/// Delete the signed-in user's account.
+#[utoipa::path(delete, path = "/v1/auth/me", tag = "auth", operation_id = "auth_delete_me",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_me(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -178,7 +217,14 @@ async fn delete_me(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_sessions(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
+/// The signed-in user's live sessions (devices).
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", operation_id = "auth_list_sessions",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Sessions", body = crate::openapi::SessionList)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+) -> Result<Response, Error> {
     let (id, sid) = user(&p)?;
     let (id, sid) = (id.to_owned(), sid.to_owned());
     let items = state
@@ -190,7 +236,12 @@ async fn list_sessions(State(state): State<AppState>, Auth(p): Auth) -> Result<R
     Ok(Json(json!({"items": items, "next_cursor": null})).into_response())
 }
 
-async fn revoke_session(
+/// Revoke one of the signed-in user's sessions.
+#[utoipa::path(delete, path = "/v1/auth/sessions/{id}", tag = "auth", operation_id = "auth_revoke_session",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 204, description = "Revoked")))]
+pub async fn revoke_session(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -219,7 +270,11 @@ async fn revoke_session(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn revoke_other_sessions(
+/// Revoke every session of the signed-in user except the current one.
+#[utoipa::path(delete, path = "/v1/auth/sessions", tag = "auth", operation_id = "auth_revoke_other_sessions",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Revoked", body = crate::openapi::Revoked)))]
+pub async fn revoke_other_sessions(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     Auth(p): Auth,
@@ -250,22 +305,35 @@ async fn revoke_other_sessions(
     Ok(Json(json!({"revoked": n})).into_response())
 }
 
-async fn verify_request(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
+/// Email the signed-in user a verification link (nothing is sent when already verified).
+#[utoipa::path(post, path = "/v1/auth/verify-email/request", tag = "auth", operation_id = "auth_verify_email_request",
+    security(("bearer" = [])),
+    responses((status = 202, description = "Queued", body = crate::openapi::Queued)))]
+pub async fn verify_request(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+) -> Result<Response, Error> {
     let (id, _) = user(&p)?;
     if let Principal::User { email, .. } = &p {
         state.limits.check(Bucket::Reset, email)?;
     }
     state.auth().request_verification(id).await?;
+    state.jobs.notify();
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response())
 }
 
-#[derive(Deserialize)]
+/// An emailed token.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub token: String,
 }
 
-async fn verify_confirm(
+/// Confirm an email address with the emailed token.
+#[utoipa::path(post, path = "/v1/auth/verify-email/confirm", tag = "auth", operation_id = "auth_verify_email_confirm",
+    request_body(content = TokenRequest, content_type = "application/json"),
+    responses((status = 200, description = "Verified", body = crate::openapi::Verified)))]
+pub async fn verify_confirm(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     JsonBody(req): JsonBody<TokenRequest>,
@@ -277,13 +345,18 @@ async fn verify_confirm(
     Ok(Json(json!({"verified": true})).into_response())
 }
 
-#[derive(Deserialize)]
+/// The account's email address.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
     pub email: String,
 }
 
-async fn reset_request(
+/// Email a password-reset token. Always 202, whether or not the address has an account.
+#[utoipa::path(post, path = "/v1/auth/password-reset/request", tag = "auth", operation_id = "auth_password_reset_request",
+    request_body(content = ResetRequest, content_type = "application/json"),
+    responses((status = 202, description = "Queued", body = crate::openapi::Queued)))]
+pub async fn reset_request(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     JsonBody(req): JsonBody<ResetRequest>,
@@ -292,17 +365,23 @@ async fn reset_request(
         .limits
         .check(Bucket::Reset, &crate::admin::normalize_email(&req.email))?;
     state.auth().request_reset(&origin, &req.email).await?;
+    state.jobs.notify();
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response())
 }
 
-#[derive(Deserialize)]
+/// An emailed reset token and the new password.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetConfirm {
     pub token: String,
     pub password: String,
 }
 
-async fn reset_confirm(
+/// Set a new password with the emailed token; every session of the user ends.
+#[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth", operation_id = "auth_password_reset_confirm",
+    request_body(content = ResetConfirm, content_type = "application/json"),
+    responses((status = 200, description = "Reset", body = crate::openapi::PasswordReset)))]
+pub async fn reset_confirm(
     State(state): State<AppState>,
     ClientOrigin(origin): ClientOrigin,
     JsonBody(req): JsonBody<ResetConfirm>,
