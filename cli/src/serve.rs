@@ -149,13 +149,12 @@ pub async fn admin_create(args: AdminCreateArgs) -> Result<(), Failure> {
         None,
     )?;
     let min = settings.min_password_length;
-    let state = ferrobase_server::open(settings)
+    let db = ferrobase_server::open_db(&settings)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
     let result =
-        ferrobase_server::admin::create_admin(&state.db, &args.email, &args.password, role, min)
-            .await;
-    state.db.close().await;
+        ferrobase_server::admin::create_admin(&db, &args.email, &args.password, role, min).await;
+    db.close().await;
     match result {
         Ok(admin) => {
             println!("Created admin {} ({})", admin.email, admin.role.as_str());
@@ -190,11 +189,16 @@ pub async fn audit_verify(args: DbArgs) -> Result<(), Failure> {
         args.database_url,
         None,
     )?;
-    let state = ferrobase_server::open(settings)
+    if let Some(path) = settings.database_url.strip_prefix("sqlite://")
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(Failure::usage(format!("no database at {path}")));
+    }
+    let db = ferrobase_server::open_db(&settings)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    let result = ferrobase_server::audit::verify(&state.db).await;
-    state.db.close().await;
+    let result = ferrobase_server::audit::verify(&db).await;
+    db.close().await;
     match result {
         Ok(n) => {
             println!("Audit log intact: {n} entries verified.");

@@ -243,7 +243,7 @@ impl std::error::Error for Error {}
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         match &e {
-            DbError::Sqlx(sqlx::Error::PoolTimedOut) | DbError::WriterGone => {
+            DbError::Sqlx(sqlx::Error::PoolTimedOut) | DbError::WriterGone | DbError::Aborted => {
                 let mut err = Error::new(Code::Unavailable, "The database is busy; retry shortly.");
                 err.cause = Some(e.to_string());
                 err

@@ -40,8 +40,9 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::http::AppState;
 
-/// Opens the database (applying system migrations) and loads the current schema.
-pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
+/// Opens the database and applies the system migrations — nothing else runs (no job runner):
+/// what offline commands such as `admin create` and `audit verify` need.
+pub async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
     if settings.database_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
             anyhow::anyhow!(
@@ -50,14 +51,19 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
             )
         })?;
     }
-    let db = Db::connect(&settings.database_url, settings.max_connections)
+    Db::connect(&settings.database_url, settings.max_connections)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot open database {}: {e}",
                 config::redact_url(&settings.database_url)
             )
-        })?;
+        })
+}
+
+/// Opens the database (applying system migrations) and loads the current schema.
+pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
+    let db = open_db(&settings).await?;
     let catalog = CatalogHandle::default();
     catalog.replace(
         schemas::load(&db)
@@ -100,6 +106,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Rate limiter state of keys back at full budget is dropped once a minute.
+    let limits = state.limits.clone();
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.housekeeping();
+        }
+    });
     // Another replica may apply a schema version: notice it within a couple of seconds.
     let refresher = (state.db.dialect() == ferrobase_expr::Dialect::Postgres).then(|| {
         let (db, catalog) = (state.db.clone(), state.catalog.clone());
@@ -125,6 +140,7 @@ pub async fn serve(
     if let Some(r) = refresher {
         r.abort();
     }
+    housekeeping.abort();
     // Running jobs finish (or go back to the queue) while the database is still open.
     jobs.shutdown().await;
     db.close().await;

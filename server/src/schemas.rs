@@ -66,6 +66,27 @@ pub fn schema_errors(errors: Vec<ferrobase_schema::SchemaError>) -> Error {
     err
 }
 
+/// The triggers that append every write of collection `name` to the change log, in the same
+/// statement (idempotent: safe to run on every apply). Names are validated identifiers.
+fn change_triggers(dialect: ferrobase_expr::Dialect, name: &str) -> Vec<String> {
+    match dialect {
+        ferrobase_expr::Dialect::Sqlite => vec![
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS \"c_{name}_ins\" AFTER INSERT ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('{name}', NEW.\"id\", 'create', NEW.\"updated_at\"); END"
+            ),
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS \"c_{name}_upd\" AFTER UPDATE ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('{name}', NEW.\"id\", 'update', NEW.\"updated_at\"); END"
+            ),
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS \"c_{name}_del\" AFTER DELETE ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('{name}', OLD.\"id\", 'delete', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')); END"
+            ),
+        ],
+        ferrobase_expr::Dialect::Postgres => vec![format!(
+            "CREATE OR REPLACE TRIGGER \"c_{name}_changes\" AFTER INSERT OR UPDATE OR DELETE ON \"c_{name}\" FOR EACH ROW EXECUTE FUNCTION _fb_log_change('{name}')"
+        )],
+    }
+}
+
 fn validate(desired: &[Collection]) -> Result<(), Error> {
     ferrobase_schema::validate(desired).map_err(schema_errors)
 }
@@ -143,6 +164,11 @@ pub async fn apply(
                     c.execute_script(&stmt).await.map_err(|e: DbError| {
                         Error::new(Code::Conflict, format!("The database refused the change: {e}"))
                     })?;
+                }
+                for col in desired.iter().filter(|c| c.name != "users") {
+                    for stmt in change_triggers(dialect, &col.name) {
+                        c.execute_script(&stmt).await?;
+                    }
                 }
                 let next = version + 1;
                 c.execute(

@@ -19,6 +19,7 @@ on_both!(
     bad_list_parameters,
     injection_is_inert,
     unique_index_conflict,
+    change_log_and_concurrent_writes,
 );
 
 async fn create_view_update_delete(s: &TestServer) {
@@ -645,4 +646,111 @@ async fn unique_index_conflict(s: &TestServer) {
         .await;
     let b = r.problem(409, "conflict");
     assert!(b["errors"]["email"].is_string(), "{b}");
+}
+
+/// The change log rows of record collections (not `users`), in order.
+async fn changes(s: &TestServer) -> Vec<(String, String, String)> {
+    use ferrobase_server::db::ColType;
+    let rows = s
+        .state
+        .db
+        .read(|mut c| {
+            Box::pin(async move {
+                c.fetch(
+                    "SELECT collection, record_id, op FROM _fb_changes WHERE collection <> 'users' ORDER BY seq",
+                    &[],
+                    &[ColType::Text, ColType::Text, ColType::Text],
+                )
+                .await
+                .map_err(ferrobase_server::error::Error::from)
+            })
+        })
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|r| {
+            let mut it = r.into_iter().map(|p| p.into_string().unwrap_or_default());
+            (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
+        })
+        .collect()
+}
+
+async fn change_log_and_concurrent_writes(s: &TestServer) {
+    s.apply(blog_schema()).await;
+    let rec = s
+        .post("/v1/collections/posts/records", None, json!({"title": "a"}))
+        .await
+        .expect(201)
+        .clone();
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/collections/posts/records/{id}");
+    s.patch(&path, None, json!({"title": "b"}))
+        .await
+        .expect(200);
+    // failed writes leave no trace in the log
+    s.patch(&path, None, json!({"views": "x"}))
+        .await
+        .problem(422, "validation_failed");
+    s.post(
+        "/v1/collections/posts/records",
+        None,
+        json!({"id": id, "title": "dup"}),
+    )
+    .await
+    .problem(409, "conflict");
+    s.delete(&path, None).await.expect(204);
+    let log = changes(s).await;
+    let ops: Vec<&str> = log.iter().map(|(_, _, op)| op.as_str()).collect();
+    assert_eq!(ops, ["create", "update", "delete"], "{log:?}");
+    assert!(log.iter().all(|(c, r, _)| c == "posts" && *r == id));
+
+    // many concurrent writers, some failing: every acknowledged write is there, once, with its
+    // log row; the failures change nothing (they share group commits with the successes)
+    let taken = uuid::Uuid::now_v7().to_string();
+    s.post(
+        "/v1/collections/posts/records",
+        None,
+        json!({"id": taken, "title": "taken"}),
+    )
+    .await
+    .expect(201);
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (client, base, taken) = (s.client.clone(), s.base.clone(), taken.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = match i % 3 {
+                0 => json!({"id": taken, "title": "conflict"}),
+                1 => json!({"title": 5}),
+                _ => json!({"title": format!("ok {i}")}),
+            };
+            let r = client
+                .post(format!("{base}/v1/collections/posts/records"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (i, r.status().as_u16())
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (i, status) = t.await.unwrap();
+        let want = match i % 3 {
+            0 => 409,
+            1 => 422,
+            _ => 201,
+        };
+        assert_eq!(status, want, "request {i}");
+        ok += usize::from(status == 201);
+    }
+    let r = s
+        .get("/v1/collections/posts/records?count=true&limit=1", None)
+        .await;
+    assert_eq!(r.expect(200)["total"], ok + 1);
+    let creates = changes(s)
+        .await
+        .iter()
+        .filter(|(_, _, op)| op == "create")
+        .count();
+    assert_eq!(creates, ok + 2, "one log row per created record");
 }

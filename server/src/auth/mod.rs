@@ -560,11 +560,6 @@ impl AuthCtx<'_> {
                         return Err(Error::not_found("No such user."));
                     }
                     c.execute("UPDATE _fb_sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", &[Param::Text(user.clone()), Param::Time(Utc::now())]).await?;
-                    c.execute(
-                        "INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('users', $1, 'delete', $2)",
-                        &[Param::Text(user.clone()), Param::Time(Utc::now())],
-                    )
-                    .await?;
                     audit::record(&mut c, &origin, Entry { actor, action: "user.delete", target: Some(("user", user)), details: Value::Null }).await
                 })
             })
@@ -762,11 +757,6 @@ pub async fn insert_user(
             Some(_) => Error::conflict("A unique value is already taken."),
             None => e.into(),
         })?;
-    c.execute(
-        "INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('users', $1, 'create', $2)",
-        &[Param::Text(id.to_owned()), Param::Time(now)],
-    )
-    .await?;
     Ok(())
 }
 

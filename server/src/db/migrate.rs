@@ -25,6 +25,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0002_identity.sql"),
         postgres: include_str!("../../../migrations/postgres/0002_identity.sql"),
     },
+    Migration {
+        version: 3,
+        name: "change_triggers",
+        sqlite: include_str!("../../../migrations/sqlite/0003_change_triggers.sql"),
+        postgres: include_str!("../../../migrations/postgres/0003_change_triggers.sql"),
+    },
 ];
 
 /// Any number: it only has to be the same for every replica.

@@ -39,6 +39,10 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("the database writer has stopped")]
     WriterGone,
+    #[error("the write transaction was rolled back because another write in it failed; retry")]
+    Aborted,
+    #[error("a single-write job attempted a second write")]
+    SecondWrite,
     #[error("a value read from the database has an unexpected type: {0}")]
     Decode(String),
     #[error("migration {version} failed: {message}")]
@@ -197,11 +201,25 @@ pub enum ColType {
 /// One row of decoded values, in select order.
 pub type Values = Vec<Param>;
 
+/// Set in a job's write counter when the job promised at most one write statement: it then
+/// runs without a savepoint of its own (one round trip less), and a second write is refused.
+pub const SINGLE_WRITE: u32 = 1 << 31;
+
+/// Counts a successful write; refuses a second one in a single-write job before it runs.
+fn before_write(writes: &AtomicU32) -> Result<(), DbError> {
+    let w = writes.load(Ordering::Relaxed);
+    if w & SINGLE_WRITE != 0 && (w & !SINGLE_WRITE) >= 1 {
+        return Err(DbError::SecondWrite);
+    }
+    Ok(())
+}
+
 /// One connection, borrowed for the duration of a read or a write job.
 pub enum Conn<'c> {
     Sqlite {
         conn: &'c mut SqliteConnection,
-        /// Statements that changed data so far in this job (see the writer's savepoints).
+        /// Statements that changed data so far in this job (see the writer's savepoints);
+        /// [`SINGLE_WRITE`] marks a job that promised at most one.
         writes: &'c AtomicU32,
     },
     Pg(&'c mut PgConnection),
@@ -219,6 +237,7 @@ impl Conn<'_> {
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
         match self {
             Conn::Sqlite { conn, writes } => {
+                before_write(writes)?;
                 let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
                 let n = q.execute(&mut **conn).await?.rows_affected();
                 writes.fetch_add(1, Ordering::Relaxed);
@@ -240,9 +259,13 @@ impl Conn<'_> {
     ) -> Result<Vec<Values>, DbError> {
         match self {
             Conn::Sqlite { conn, writes } => {
+                let write = !sql.trim_start().starts_with("SELECT");
+                if write {
+                    before_write(writes)?;
+                }
                 let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
                 let rows = q.fetch_all(&mut **conn).await?;
-                if !sql.trim_start().starts_with("SELECT") {
+                if write {
                     writes.fetch_add(1, Ordering::Relaxed);
                 }
                 rows.iter().map(|r| decode_sqlite(r, cols)).collect()
@@ -269,6 +292,7 @@ impl Conn<'_> {
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), DbError> {
         match self {
             Conn::Sqlite { conn, writes } => {
+                before_write(writes)?;
                 sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
                     .execute(&mut **conn)
                     .await?;
@@ -510,8 +534,39 @@ impl Db {
         }
     }
 
-    /// Whether the database answers (readiness).
+    /// Like [`Db::write`] for a job that does at most one write statement (plus any reads).
+    /// On SQLite it skips the job's savepoint: a failed single statement leaves nothing
+    /// behind, so there is nothing to roll back. A second write is refused.
+    pub async fn write_one<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        match &*self.inner {
+            Inner::Sqlite { writer, .. } => writer.submit_with(f, true).await,
+            Inner::Postgres { .. } => self.write(f).await,
+        }
+    }
+
+    /// Whether the database answers (readiness): a reader, and the writer (on SQLite a dead
+    /// writer task would otherwise leave the server "ready" but unable to write).
     pub async fn ping(&self) -> bool {
+        if let Inner::Sqlite { writer, .. } = &*self.inner {
+            let alive = writer
+                .submit(|mut c| {
+                    Box::pin(async move {
+                        c.fetch("SELECT CAST(1 AS BIGINT)", &[], &[ColType::Int])
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .await
+                .is_ok();
+            if !alive {
+                return false;
+            }
+        }
         self.read(|mut c| {
             Box::pin(async move {
                 c.fetch("SELECT CAST(1 AS BIGINT)", &[], &[ColType::Int])

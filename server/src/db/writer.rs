@@ -3,35 +3,43 @@
 //!
 //! Why: sqlx hops to a worker thread for every statement, which caps one-transaction-per-write
 //! at ~2,000/s here, while many rows in one transaction reach ~10,000/s. Each job runs inside
-//! its own savepoint so a failing request rolls back only itself; every job is acknowledged only
-//! after the shared COMMIT succeeded, so an acknowledged write survives a crash.
+//! its own savepoint so a failing request rolls back only itself — except single-write jobs
+//! (one record insert/update/delete, whose change log row is written by a trigger in the same
+//! statement): a failed statement leaves nothing behind, so they skip the savepoint round trip.
+//! Every job is acknowledged only after the shared COMMIT succeeded, so an acknowledged write
+//! survives a crash.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sqlx::{AssertSqlSafe, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BoxFut, Conn, DbError};
+use super::{BoxFut, Conn, DbError, SINGLE_WRITE};
 
 /// Most jobs committed by one transaction; bounds the latency a big group adds.
 const MAX_GROUP: usize = 256;
 
 /// Delivers a successful job's result once the commit's outcome is known.
-type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Deliver = Box<dyn FnOnce(Result<(), DbError>) + Send>;
 
 /// What a job left behind: a way to deliver its result once the commit's outcome is known.
 enum Outcome {
     /// The job succeeded; call with the commit result.
     Done(Deliver),
-    /// The job failed; its error is delivered at once (its savepoint was rolled back).
+    /// The job failed; its error is delivered at once.
     Failed(Box<dyn FnOnce() + Send>),
 }
 
 type JobFn =
     Box<dyn for<'c> FnOnce(&'c mut SqliteConnection, &'c AtomicU32) -> BoxFut<'c, Outcome> + Send>;
 
+struct Job {
+    run: JobFn,
+    single: bool,
+}
+
 enum Msg {
-    Job(JobFn),
+    Job(Job),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -54,16 +62,21 @@ impl WriterHandle {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        self.submit_with(f, false).await
+    }
+
+    pub(super) async fn submit_with<T, E, F>(&self, f: F, single: bool) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
-        let job: JobFn = Box::new(move |conn, writes| {
+        let run: JobFn = Box::new(move |conn, writes| {
             Box::pin(async move {
                 match f(Conn::Sqlite { conn, writes }).await {
-                    Ok(v) => Outcome::Done(Box::new(move |commit: Result<(), String>| {
-                        let reply = match commit {
-                            Ok(()) => Ok(v),
-                            Err(msg) => Err(E::from(DbError::Sqlx(sqlx::Error::Protocol(msg)))),
-                        };
-                        let _ = reply_tx.send(reply);
+                    Ok(v) => Outcome::Done(Box::new(move |commit: Result<(), DbError>| {
+                        let _ = reply_tx.send(commit.map(|()| v).map_err(E::from));
                     })),
                     Err(e) => Outcome::Failed(Box::new(move || {
                         let _ = reply_tx.send(Err(e));
@@ -72,7 +85,7 @@ impl WriterHandle {
             })
         });
         self.tx
-            .send(Msg::Job(job))
+            .send(Msg::Job(Job { run, single }))
             .await
             .map_err(|_| E::from(DbError::WriterGone))?;
         reply_rx.await.map_err(|_| E::from(DbError::WriterGone))?
@@ -87,7 +100,7 @@ impl WriterHandle {
 }
 
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
-    let mut group: Vec<JobFn> = Vec::with_capacity(MAX_GROUP);
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
     loop {
         match rx.recv().await {
@@ -113,55 +126,90 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
     let _ = sqlx::Connection::close(conn).await;
 }
 
-async fn script(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), String> {
+async fn script(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), DbError> {
     sqlx::raw_sql(AssertSqlSafe(sql))
         .execute(conn)
         .await
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(DbError::from)
 }
 
-/// Runs the jobs in one transaction, each in savepoint `j`, and delivers every result after
-/// the commit.
-async fn commit_group(conn: &mut SqliteConnection, jobs: impl Iterator<Item = JobFn>) {
+fn commit_error(e: &DbError) -> DbError {
+    DbError::Sqlx(sqlx::Error::Protocol(format!("commit failed: {e}")))
+}
+
+/// Runs the jobs in one transaction and delivers every result after the commit.
+async fn commit_group(conn: &mut SqliteConnection, jobs: impl Iterator<Item = Job>) {
     let mut done: Vec<Deliver> = Vec::new();
-    if let Err(e) = script(conn, "BEGIN IMMEDIATE; SAVEPOINT j").await {
+    if let Err(e) = script(conn, "BEGIN IMMEDIATE").await {
         tracing::error!(error = %e, "cannot begin a write transaction");
-        for job in jobs {
-            // Run nothing: report the failure to each waiting request.
-            drop(job);
-        }
+        // Dropping the jobs drops their reply channels: each request learns the writer failed.
         return;
     }
-    let mut first = true;
+    // Whether savepoint `j` (of the last multi-write job) is open.
+    let mut savepoint = false;
     for job in jobs {
-        if !first {
+        if !job.single {
             // One round trip between jobs: close the previous savepoint, open the next.
-            if let Err(e) = script(conn, "RELEASE j; SAVEPOINT j").await {
+            let sql = if savepoint {
+                "RELEASE j; SAVEPOINT j"
+            } else {
+                "SAVEPOINT j"
+            };
+            if let Err(e) = script(conn, sql).await {
                 tracing::error!(error = %e, "savepoint failed");
             }
+            savepoint = true;
         }
-        first = false;
-        let writes = AtomicU32::new(0);
-        match job(conn, &writes).await {
+        let writes = AtomicU32::new(if job.single { SINGLE_WRITE } else { 0 });
+        match (job.run)(conn, &writes).await {
             Outcome::Done(deliver) => done.push(deliver),
             Outcome::Failed(deliver) => {
-                if writes.load(Ordering::Relaxed) > 0 {
+                let wrote = writes.load(Ordering::Relaxed) & !SINGLE_WRITE > 0;
+                if wrote && !job.single {
                     // Undo what this job wrote; the savepoint stays open for the next job.
                     if let Err(e) = script(conn, "ROLLBACK TO j").await {
                         tracing::error!(error = %e, "rollback to savepoint failed");
+                    }
+                } else if wrote {
+                    // A single-write job failed after writing: it has no savepoint of its own,
+                    // so the whole transaction goes; the jobs before it are told to retry and
+                    // the rest run in a fresh transaction.
+                    tracing::error!(
+                        "a single-write job failed after writing; rolling back its group"
+                    );
+                    let _ = script(conn, "ROLLBACK").await;
+                    for d in done.drain(..) {
+                        d(Err(DbError::Aborted));
+                    }
+                    savepoint = false;
+                    if let Err(e) = script(conn, "BEGIN IMMEDIATE").await {
+                        tracing::error!(error = %e, "cannot begin a write transaction");
+                        deliver();
+                        return;
                     }
                 }
                 deliver();
             }
         }
     }
-    let commit = script(conn, "RELEASE j; COMMIT").await;
+    let commit = script(
+        conn,
+        if savepoint {
+            "RELEASE j; COMMIT"
+        } else {
+            "COMMIT"
+        },
+    )
+    .await;
     if let Err(e) = &commit {
         tracing::error!(error = %e, "group commit failed");
         let _ = script(conn, "ROLLBACK").await;
     }
     for deliver in done {
-        deliver(commit.clone());
+        deliver(match &commit {
+            Ok(()) => Ok(()),
+            Err(e) => Err(commit_error(e)),
+        });
     }
 }

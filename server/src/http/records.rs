@@ -121,7 +121,7 @@ pub async fn create(
     let actor = Actor::new(principal);
     let record = state
         .db
-        .write(move |mut c| {
+        .write_one(move |mut c| {
             Box::pin(async move { create_in(&mut c, &catalog, &info, &actor, &body).await })
         })
         .await?;
@@ -152,7 +152,7 @@ pub async fn update(
     let actor = Actor::new(principal);
     let record = state
         .db
-        .write(move |mut c| {
+        .write_one(move |mut c| {
             Box::pin(async move {
                 update_in(&mut c, &catalog, &info, &actor, &id, &body, expected).await
             })
@@ -177,8 +177,14 @@ pub async fn delete(
     let actor = Actor::new(principal);
     state
         .db
-        .write(move |mut c| Box::pin(async move { delete_in(&mut c, &info, &actor, &id).await }))
+        .write_one(move |mut c| {
+            Box::pin(async move { delete_in(&mut c, &info, &actor, &id).await })
+        })
         .await?;
+    if name == "users" {
+        // A deleted user's sessions end with it: drop cached session states.
+        state.auth().sessions_changed();
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -4,8 +4,9 @@
 //! - `validate`: request bodies → column values.
 //! - `list`: filtered, sorted, cursor-paged queries with counts, field selection and expand.
 //! - this file: single-record operations. Each write is a plain function over an open
-//!   connection (`*_in`), so a single request and a batch run exactly the same code; every
-//!   write appends to the change log in the same transaction.
+//!   connection (`*_in`), so a single request and a batch run exactly the same code. Each
+//!   does at most one write statement; the change log row is appended by the table's trigger
+//!   in that same statement (see `schemas`).
 
 pub mod list;
 pub mod validate;
@@ -203,26 +204,6 @@ async fn check_relations(
     }
 }
 
-async fn log_change(
-    c: &mut Conn<'_>,
-    info: &CollectionInfo,
-    id: &str,
-    op: &str,
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
-    c.execute(
-        "INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ($1, $2, $3, $4)",
-        &[
-            Param::Text(info.name().to_owned()),
-            Param::Text(id.to_owned()),
-            Param::Text(op.to_owned()),
-            Param::Time(now),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 /// A unique-index violation → 409 naming the fields, else the database error.
 fn map_write_error(info: &CollectionInfo, e: crate::db::DbError) -> Error {
     match e.unique_violation_fields() {
@@ -335,7 +316,6 @@ pub async fn create_in(
         .await
         .map_err(|e| map_write_error(info, e))?
         .ok_or_else(|| Error::internal("INSERT returned no row"))?;
-    log_change(c, info, &id, "create", actor.now).await?;
     Ok(row_to_record(info, row))
 }
 
@@ -449,7 +429,6 @@ pub async fn update_in(
         .await
         .map_err(|e| map_write_error(info, e))?
         .ok_or_else(|| not_found(info, id))?;
-    log_change(c, info, id, "update", actor.now).await?;
     Ok(row_to_record(info, row))
 }
 
@@ -463,7 +442,6 @@ pub async fn delete_in(
     load_for_write(c, info, actor, id, Op::Delete, None).await?;
     let sql = format!("DELETE FROM \"{}\" WHERE \"id\" = $1", info.table);
     c.execute(&sql, &[Param::Text(id.to_owned())]).await?;
-    log_change(c, info, id, "delete", actor.now).await?;
     Ok(())
 }
 
