@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A client generated from the OpenAPI document by a standard generator (openapi-python-client,
 # from PyPI) drives an end-to-end scenario against a real server: admin login, plan/apply of
-# examples/photoshare, create, list with a filter, page, update with If-Match, batch, delete.
+# examples/photoshare, create, list with a filter, page, update with If-Match, batch, delete;
+# app users: sign up, log in, refresh (rotation, reuse detection), owner rules, logout.
 # The generated code lives in a temp dir (never committed). Prints `N passed, 0 failed` last.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from fb_client import AuthenticatedClient, Client
+from fb_client.api.auth import auth_list_sessions, auth_login, auth_logout, auth_me, auth_refresh, auth_signup
 from fb_client.api.admin import admin_apply_schema, admin_login, admin_plan_schema, admin_schema_history
 from fb_client.api.meta import health, openapi_json, ready
 from fb_client.api.posts import create_posts, delete_posts, list_posts, update_posts, view_posts
@@ -28,13 +29,20 @@ from fb_client.models import (
     PostsCreate,
     PostsCreateLocationType0,
     PostsCreateTagsType0Item,
+    PostsCreateVisibilityType0,
     PostsList,
     PostsRecord,
     PostsUpdate,
     Problem,
     ProfilesCreate,
     ProfilesRecord,
+    LoginRequest,
+    RefreshRequest,
     SchemaRequest,
+    SessionList,
+    SignupRequest,
+    TokenPair,
+    User,
 )
 from fb_client.types import UNSET
 
@@ -250,17 +258,88 @@ def _():
     assert len(page.items) == 1
 
 
-@step("identity: sign up, log in, refresh (TODO)")
+def user_client(pair):
+    return AuthenticatedClient(base_url=BASE, token=pair.access_token, raise_on_unexpected_status=True)
+
+
+@step("identity: sign up (duplicate is 409 conflict), log in (wrong password is 401), me")
 def _():
-    # TODO(identity): when /v1/auth/* is in the contract, the generated client has
-    # `fb_client.api.auth`: sign up a user, log in, refresh (the old refresh token is then
-    # spent: reusing it is 401), create a profile and a post as that user with owner = user id
-    # (rules `@data.owner = @auth.id`), and check another user gets 403 on update.
-    try:
-        import fb_client.api.auth  # noqa: F401
-    except ImportError:
-        raise Skip("the contract has no identity routes yet") from None
-    raise AssertionError("identity routes exist: write this step (see the TODO above)")
+    email = f"ann-{uuid.uuid4().hex[:8]}@example.com"
+    pair = expect(auth_signup.sync_detailed(client=anon, body=SignupRequest(
+        email=email, password="a long password")), 201, TokenPair)
+    assert pair.user.email == email and pair.token_type == "Bearer" and pair.expires_in > 0
+    assert pair.refresh_token.startswith("fbr_")
+    problem(auth_signup.sync_detailed(client=anon, body=SignupRequest(email=email.upper(), password="another one")),
+            409, "conflict")
+    problem(auth_login.sync_detailed(client=anon, body=LoginRequest(email=email, password="wrong password")),
+            401, "invalid_credentials")
+    problem(auth_signup.sync_detailed(client=anon, body=SignupRequest(email="x@example.com", password="short")),
+            422, "validation_failed")
+    me = expect(auth_me.sync_detailed(client=user_client(pair)), 200, User)
+    assert me.id == pair.user.id and me.email_verified is False and me.is_anonymous is False
+    state["ann"], state["ann_email"] = pair, email
+    other = expect(auth_signup.sync_detailed(client=anon, body=SignupRequest(
+        email=f"bob-{uuid.uuid4().hex[:8]}@example.com", password="a long password")), 201, TokenPair)
+    state["bob"] = other
+
+
+@step("identity: refresh rotates; the old refresh token is spent (reuse ends the session)")
+def _():
+    login = expect(auth_login.sync_detailed(client=anon, body=LoginRequest(
+        email=state["ann_email"], password="a long password")), 200, TokenPair)
+    new = expect(auth_refresh.sync_detailed(client=anon, body=RefreshRequest(refresh_token=login.refresh_token)),
+                 200, TokenPair)
+    assert new.refresh_token != login.refresh_token and new.user.id == login.user.id
+    expect(auth_me.sync_detailed(client=user_client(new)), 200, User)
+    problem(auth_refresh.sync_detailed(client=anon, body=RefreshRequest(refresh_token=login.refresh_token)),
+            401, "unauthenticated")
+    # Theft detection: the reuse revoked that whole session, the new pair included.
+    problem(auth_me.sync_detailed(client=user_client(new)), 401, "unauthenticated")
+    problem(auth_refresh.sync_detailed(client=anon, body=RefreshRequest(refresh_token=new.refresh_token)),
+            401, "unauthenticated")
+    # The sign-up session is untouched.
+    sessions = expect(auth_list_sessions.sync_detailed(client=user_client(state["ann"])), 200, SessionList)
+    assert [s.current for s in sessions.items] == [True], sessions.items
+
+
+@step("owner rules: a user writes their own records; another user cannot update them (403)")
+def _():
+    ann, bob = user_client(state["ann"]), user_client(state["bob"])
+    ann_id, bob_id = state["ann"].user.id, state["bob"].user.id
+    # `create = "@auth.id != '' && @data.owner = @auth.id"`: not for someone else.
+    problem(create_profiles.sync_detailed(client=bob, body=ProfilesCreate(owner=ann_id, username="fake_ann")),
+            403, "forbidden")
+    prof = expect(create_profiles.sync_detailed(client=ann, body=ProfilesCreate(
+        owner=ann_id, username=f"ann_{uuid.uuid4().hex[:6]}")), 201, ProfilesRecord)
+    post = expect(create_posts.sync_detailed(client=ann, body=PostsCreate(
+        owner=ann_id, author=prof.id, caption="mine")), 201, PostsRecord)
+    # `update = "owner = @auth.id"`: bob can view (public) but not update or delete.
+    expect(view_posts.sync_detailed(post.id, client=bob), 200, PostsRecord)
+    problem(update_posts.sync_detailed(post.id, client=bob, body=PostsUpdate(caption="bob was here")),
+            403, "forbidden")
+    problem(delete_posts.sync_detailed(post.id, client=bob), 403, "forbidden")
+    rec = expect(update_posts.sync_detailed(post.id, client=ann, body=PostsUpdate(caption="still mine")),
+                 200, PostsRecord)
+    assert rec.caption == "still mine" and rec.version == 2
+    # A private post is hidden from bob: 404, not 403 (existence is not revealed).
+    priv = expect(create_posts.sync_detailed(client=ann, body=PostsCreate(
+        owner=ann_id, author=prof.id, caption="secret", visibility=PostsCreateVisibilityType0("private"))),
+        201, PostsRecord)
+    problem(view_posts.sync_detailed(priv.id, client=bob), 404, "not_found")
+    expect(view_posts.sync_detailed(priv.id, client=ann), 200, PostsRecord)
+    assert bob_id != ann_id
+
+
+@step("logout: the session's access and refresh tokens stop working")
+def _():
+    pair = state["ann"]
+    ann = user_client(pair)
+    assert auth_logout.sync_detailed(client=ann).status_code == 204
+    problem(auth_me.sync_detailed(client=ann), 401, "unauthenticated")
+    problem(auth_refresh.sync_detailed(client=anon, body=RefreshRequest(refresh_token=pair.refresh_token)),
+            401, "unauthenticated")
+    # Other users are unaffected.
+    expect(auth_me.sync_detailed(client=user_client(state["bob"])), 200, User)
 
 
 print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
