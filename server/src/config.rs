@@ -46,6 +46,9 @@ pub struct HttpConfig {
     pub body_limit: String,
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_origins: Vec<String>,
+    /// Behind a reverse proxy: take the client address from the last `X-Forwarded-For` entry
+    /// (the one the proxy appended). Off by default: clients can forge the header.
+    pub trust_proxy: bool,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -196,6 +199,7 @@ impl Default for HttpConfig {
             addr: "127.0.0.1:8090".into(),
             body_limit: "1MiB".into(),
             cors_origins: vec!["*".into()],
+            trust_proxy: false,
         }
     }
 }
@@ -233,6 +237,7 @@ pub struct Settings {
     pub addr: SocketAddr,
     pub body_limit: usize,
     pub cors_origins: Vec<String>,
+    pub trust_proxy: bool,
     pub database_url: String,
     pub max_connections: u32,
     pub log_json: bool,
@@ -322,6 +327,11 @@ impl ServerConfig {
                 "DATA_DIR" => self.data_dir = PathBuf::from(value),
                 "HTTP" | "HTTP_ADDR" => self.http.addr = value,
                 "HTTP_BODY_LIMIT" => self.http.body_limit = value,
+                "HTTP_TRUST_PROXY" => {
+                    self.http.trust_proxy = value
+                        .parse()
+                        .map_err(|_| invalid("expected true or false"))?
+                }
                 "HTTP_CORS_ORIGINS" => {
                     self.http.cors_origins = value.split(',').map(|s| s.trim().to_owned()).collect()
                 }
@@ -477,6 +487,7 @@ impl ServerConfig {
             addr,
             body_limit,
             cors_origins: self.http.cors_origins.clone(),
+            trust_proxy: self.http.trust_proxy,
             database_url,
             max_connections: if self.database.max_connections == 0 {
                 8

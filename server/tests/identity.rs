@@ -26,7 +26,8 @@ on_both!(
 on_both_backends!(
     expired_access_token,
     password_reset_and_verification_by_email,
-    rate_limits
+    rate_limits,
+    forwarded_client_address
 );
 
 async fn signup_login_and_me(s: &TestServer) {
@@ -841,5 +842,44 @@ async fn rate_limits(backend: Backend) {
     )
     .await
     .problem(401, "invalid_credentials");
+    s.stop().await;
+}
+
+async fn session_ip(s: &TestServer, email: &str, xff: &str) -> String {
+    let r = s
+        .request_with(
+            Method::POST,
+            "/v1/auth/signup",
+            None,
+            Some(json!({"email": email, "password": "a long password"})),
+            &[("x-forwarded-for", xff)],
+        )
+        .await;
+    let token = r.expect(201)["access_token"].as_str().unwrap().to_owned();
+    let r = s.get("/v1/auth/sessions", Some(&token)).await;
+    r.expect(200)["items"][0]["ip"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn forwarded_client_address(backend: Backend) {
+    // Direct clients cannot claim another address...
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    assert_eq!(
+        session_ip(&s, "x1@example.com", "203.0.113.7").await,
+        "127.0.0.1"
+    );
+    s.stop().await;
+    // ...but behind a trusted proxy the address it appended is the client's.
+    let Some(s) = TestServer::start_with(backend, |c| c.http.trust_proxy = true).await else {
+        return;
+    };
+    assert_eq!(
+        session_ip(&s, "x2@example.com", "198.51.100.1, 203.0.113.7").await,
+        "203.0.113.7"
+    );
     s.stop().await;
 }

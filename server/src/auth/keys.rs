@@ -29,6 +29,8 @@ pub struct Claims {
 
 #[derive(Default)]
 struct KeySet {
+    /// When an unknown `kid` last caused a reload.
+    last_reload: Option<std::time::Instant>,
     current: Option<String>,
     secrets: HashMap<String, Vec<u8>>,
 }
@@ -83,10 +85,26 @@ impl Keys {
             }
         }
         match self.0.write() {
-            Ok(mut g) => *g = set,
+            Ok(mut g) => {
+                set.last_reload = g.last_reload;
+                *g = set;
+            }
             Err(p) => *p.into_inner() = set,
         }
         Ok(())
+    }
+
+    fn may_reload(&self) -> bool {
+        let Ok(mut g) = self.0.write() else {
+            return false;
+        };
+        if g.last_reload
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return false;
+        }
+        g.last_reload = Some(std::time::Instant::now());
+        true
     }
 
     fn current(&self) -> Option<(String, Vec<u8>)> {
@@ -166,6 +184,11 @@ impl Keys {
         let secret = match self.secret(&kid) {
             Some(s) => s,
             None => {
+                // An unknown kid may be a key another replica just added; reload at most once a
+                // second so forged tokens cannot turn into a database query each.
+                if !self.may_reload() {
+                    return Err(invalid());
+                }
                 self.reload(db).await?;
                 self.secret(&kid).ok_or_else(invalid)?
             }

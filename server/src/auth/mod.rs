@@ -221,6 +221,30 @@ impl AuthCtx<'_> {
     /// `POST /v1/auth/anonymous`: a guest account, upgradeable later by setting email+password.
     pub async fn anonymous(&self, origin: &Origin) -> Result<TokenPair, Error> {
         let info = users_info(&self.catalog)?;
+        // A guest gets the declared defaults of `users.toml` fields (required ones are asked
+        // for when the account is upgraded).
+        let defaults: Vec<(String, Param)> = info
+            .def
+            .fields
+            .iter()
+            .filter(|(name, f)| f.default.is_some() && !info.readonly.contains(name))
+            .filter_map(|(name, _)| {
+                let one: Map<String, Value> = info
+                    .def
+                    .fields
+                    .get(name)?
+                    .default
+                    .clone()
+                    .map(|d| (name.clone(), d))
+                    .into_iter()
+                    .collect();
+                validate::validate(&info, &one, Mode::Update)
+                    .ok()?
+                    .values
+                    .into_iter()
+                    .next()
+            })
+            .collect();
         let (origin, ttl) = (origin.clone(), self.settings.refresh_token_ttl);
         let (user, sid, refresh) = self
             .db
@@ -228,7 +252,7 @@ impl AuthCtx<'_> {
                 Box::pin(async move {
                     let now = Utc::now();
                     let id = uuid::Uuid::now_v7().to_string();
-                    insert_user(&mut c, &id, None, None, true, &[], now).await?;
+                    insert_user(&mut c, &id, None, None, true, &defaults, now).await?;
                     let (sid, refresh) = sessions::open(&mut c, &id, &origin, now, ttl).await?;
                     let user = user_record(&mut c, &info, &id)
                         .await?

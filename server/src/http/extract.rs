@@ -47,14 +47,39 @@ impl FromRequestParts<AppState> for Auth {
 /// (a proxy's forwarded headers are not trusted: they are client-controlled) and user agent.
 pub struct ClientOrigin(pub crate::audit::Origin);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientOrigin {
+/// The client's address: the peer, or with `trust_proxy` the last `X-Forwarded-For` entry.
+pub fn client_ip(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    trust_proxy: bool,
+) -> Option<String> {
+    if trust_proxy
+        && let Some(last) = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .last()
+        && let Ok(ip) = last.parse::<std::net::IpAddr>()
+    {
+        return Some(ip.to_string());
+    }
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+impl FromRequestParts<AppState> for ClientOrigin {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let ip = client_ip(
+            &parts.headers,
+            &parts.extensions,
+            state.settings.trust_proxy,
+        );
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)

@@ -115,15 +115,15 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
 
 /// The global per-IP request budget.
 pub async fn global_rate_limit(
-    axum::extract::State(limits): axum::extract::State<crate::ratelimit::Limits>,
+    axum::extract::State((limits, trust_proxy)): axum::extract::State<(
+        crate::ratelimit::Limits,
+        bool,
+    )>,
     req: Request,
     next: Next,
 ) -> Response {
-    let ip = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+    let ip =
+        super::extract::client_ip(req.headers(), req.extensions(), trust_proxy).unwrap_or_default();
     if let Err(e) = limits.check(crate::ratelimit::Bucket::Global, &ip) {
         return e.into_response();
     }

@@ -53,7 +53,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
     let cors = cors_layer(&state.settings.cors_origins);
-    let limits = state.limits.clone();
+    let limits = (state.limits.clone(), state.settings.trust_proxy);
     let v1 = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
