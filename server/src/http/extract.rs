@@ -61,7 +61,7 @@ pub fn client_ip(
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .last()
+            .next_back()
         && let Ok(ip) = last.parse::<std::net::IpAddr>()
     {
         return Some(ip.to_string());
