@@ -60,8 +60,7 @@ pub fn client_ip(
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .next_back()
+            .rfind(|s| !s.is_empty())
         && let Ok(ip) = last.parse::<std::net::IpAddr>()
     {
         return Some(ip.to_string());
