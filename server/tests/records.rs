@@ -555,7 +555,7 @@ async fn bad_list_parameters(s: &TestServer) {
         "sort=nope",
         "sort=meta",
         "cursor=zzz",
-        "count=maybe",
+        "count=maybe", "count=",
         "sort=title,title",
     ] {
         let r = s

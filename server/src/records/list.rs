@@ -192,7 +192,7 @@ fn parse_limit(limit: Option<&str>) -> Result<usize, Error> {
 fn parse_bool(param: &str, v: Option<&str>) -> Result<bool, Error> {
     match v {
         None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
+        Some("true") | Some("1") => Ok(true),
         Some(_) => Err(bad(param, "must be true or false")),
     }
 }
