@@ -59,6 +59,10 @@ run_scenario() {
   local id
   id=$(curl -fs --json '{"title":"Hello from curl","published":true}' "$base/v1/collections/posts/records" | json "d['id']")
   curl -fs "$base/v1/collections/posts/records/$id" | json "d['title']" | grep -q "Hello from curl" || fail "view"
+  # CI-style: no stored login, a token in FERROBASE_TOKEN
+  (cd "$work/myapp" && XDG_CONFIG_HOME="$work/empty" FERROBASE_TOKEN="$token" "$BIN" plan --detailed-exitcode >/dev/null) || fail "plan with FERROBASE_TOKEN"
+  set +e; (cd "$work/myapp" && XDG_CONFIG_HOME="$work/empty" FERROBASE_TOKEN="fba_wrong" "$BIN" plan >/dev/null 2>&1); rc=$?; set -e
+  [[ $rc == 1 ]] || fail "a wrong token gave exit $rc, want 1"
   curl -fs -X PATCH -H "Authorization: Bearer $token" -H 'If-Match: "1"' --json '{"title":"Edited"}' "$base/v1/collections/posts/records/$id" | json "d['version']" | grep -q 2 || fail "update"
   curl -fs "$base/v1/collections/posts/records?filter=title~'edit'&sort=-created_at&limit=10" | json "len(d['items'])" | grep -q 1 || fail "filter"
 
