@@ -197,11 +197,12 @@ pub async fn audit_verify(args: DbArgs) -> Result<(), Failure> {
     let db = ferrobase_server::open_db(&settings)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    let result = ferrobase_server::audit::verify(&db).await;
+    let result = ferrobase_server::audit::verify_head(&db).await;
     db.close().await;
     match result {
-        Ok(n) => {
+        Ok((n, head)) => {
             println!("Audit log intact: {n} entries verified.");
+            println!("Head hash: {head} (record it elsewhere to detect removal of newer entries)");
             Ok(())
         }
         Err(e) => Err(Failure::runtime(format!(

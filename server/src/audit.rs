@@ -373,6 +373,13 @@ pub enum VerifyError {
 
 /// Walks the whole chain; the number of entries verified.
 pub async fn verify(db: &Db) -> Result<u64, VerifyError> {
+    verify_head(db).await.map(|(n, _)| n)
+}
+
+/// Walks the whole chain: the number of entries verified and the hash of the newest one.
+/// Removing the newest entries leaves a valid (shorter) chain; recording the head hash
+/// elsewhere (a ticket, another system) is what detects that.
+pub async fn verify_head(db: &Db) -> Result<(u64, String), VerifyError> {
     let mut prev = GENESIS.to_owned();
     let mut after: i64 = 0;
     let mut count = 0u64;
@@ -393,7 +400,7 @@ pub async fn verify(db: &Db) -> Result<u64, VerifyError> {
             })
             .await?;
         if rows.is_empty() {
-            return Ok(count);
+            return Ok((count, prev));
         }
         for row in rows {
             let e = from_row(row).ok_or_else(|| Error::internal("malformed audit row"))?;
