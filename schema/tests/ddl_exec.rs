@@ -166,7 +166,9 @@ async fn pg_connect() -> Option<sqlx::PgConnection> {
                     "PostgreSQL required (FERROBASE_REQUIRE_PG=1) but not reachable at {url}: {why}"
                 );
             }
-            eprintln!("\n*** SKIPPED: PostgreSQL not reachable at {url}: {why} ***\n");
+            // Straight to stderr (not eprintln!): the test harness would capture it.
+            let msg = format!("\n*** SKIPPED: PostgreSQL not reachable at {url}: {why} ***\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
             None
         }
     }

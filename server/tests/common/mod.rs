@@ -166,10 +166,13 @@ impl TestServer {
         let mut pg_db = None;
         if backend == Backend::Postgres {
             if !pg_available().await {
-                eprintln!(
-                    "SKIPPED: PostgreSQL not reachable at {} (set FERROBASE_REQUIRE_PG=1 to fail instead)",
+                // Straight to the process's stderr: the test harness captures eprintln!, and a
+                // skipped suite must be seen.
+                let msg = format!(
+                    "*** SKIPPED: PostgreSQL not reachable at {} (set FERROBASE_REQUIRE_PG=1 to fail instead) ***\n",
                     pg_base_url()
                 );
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
                 return None;
             }
             use sqlx::Connection;
