@@ -121,7 +121,14 @@ impl Compiler<'_, '_> {
                 match op {
                     CmpOp::Ne if pg => format!("({a} IS DISTINCT FROM {b})"),
                     CmpOp::Ne => format!("({a} IS NOT {b})"),
-                    _ => format!("COALESCE({a} {} {b}, FALSE)", sql_op(*op)),
+                    // Two-valued without wrapping the comparison in a function, so the
+                    // database can still use an index for `column = $1` (a COALESCE around it
+                    // forces a full scan): a NULL on either side makes the IS NOT NULL terms
+                    // FALSE, and FALSE AND NULL is FALSE.
+                    _ => format!(
+                        "({a} {} {b} AND {a} IS NOT NULL AND {b} IS NOT NULL)",
+                        sql_op(*op)
+                    ),
                 }
             }
             Plan::TextContains { l, r, negated } => {

@@ -11,7 +11,19 @@ use crate::error::Error;
 /// free CPU for an attacker.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
+/// How many hashes run at once. Each argon2id hash holds 19 MiB while it runs; without a bound
+/// a burst of sign-ins (anyone can send one) makes as many buffers as requests, and the
+/// allocator keeps that memory. Hashing is CPU-bound, so more than the cores buys nothing.
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.clamp(1, 8))
+    })
+}
+
 pub async fn hash(password: String) -> Result<String, Error> {
+    let _slot = hash_slots().acquire().await.map_err(Error::internal)?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -29,6 +41,9 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
     let hash = match stored {
         Some(h) => h,
         None => dummy_hash().to_owned(),
+    };
+    let Ok(_slot) = hash_slots().acquire().await else {
+        return false;
     };
     let ok = tokio::task::spawn_blocking(move || {
         Argon2::default()

@@ -555,7 +555,8 @@ async fn bad_list_parameters(s: &TestServer) {
         "sort=nope",
         "sort=meta",
         "cursor=zzz",
-        "count=maybe", "count=",
+        "count=maybe",
+        "count=",
         "sort=title,title",
     ] {
         let r = s
