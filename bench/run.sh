@@ -25,10 +25,11 @@
 # collection (title, body, owner -> users; SEED_NOTES rows, all owned by the bench user, seeded
 # by bench/seed-notes.py) listed 20 at a time with the count, signed in as that user, under the
 # rule "owner = the caller"; and the same list with an open rule, anonymously (and on Ferrobase
-# also signed in) to price the token check and the rule.
+# also signed in) to price the token check and the rule; on Ferrobase the same six again without
+# the count (NOTES_NOCOUNT=0 skips those).
 #
 # Environment: FERROBASE_BIN, FERROBASE_REV, CARGO_TARGET_DIR, DURATION (10 s per scenario),
-# CONNS (32), SEED_POSTS (10000), SEED_NOTES (10000),
+# CONNS (32), SEED_POSTS (10000), SEED_NOTES (10000), NOTES_NOCOUNT (1),
 # LOAD_TOOL (auto: oha if installed, else wrk), QUIET_MAX_WAIT (30 s: how long bench.sh waits
 # for an idle machine before each scenario), SHARED_BENCH (/work/shared/bench),
 # WORK (/tmp/ferrobase-bench/<timestamp>: data dirs, logs, raw load-tool output).
@@ -228,6 +229,19 @@ fb_notes "(f2) notes owner rule, signed in" notes-owner-2 token
 fb_apply "true"
 fb_notes "(t2) notes rule true, signed in" notes-open-token-2 token
 fb_notes "(g2) notes rule true, anonymous" notes-open-2
+# The same six without the count (NOTES_NOCOUNT=0 skips them): the page query alone, so the
+# price of the token and the rule is not hidden behind (or blown up by) COUNT(*).
+if [[ "${NOTES_NOCOUNT:-1}" != 0 ]]; then
+  FB_NOTES_LIST="$FB_BASE/v1/collections/notes/records?limit=20"
+  fb_notes "(g1n) notes rule true, anonymous, no count" notes-open-nc-1
+  fb_notes "(t1n) notes rule true, signed in, no count" notes-open-token-nc-1 token
+  fb_apply "owner = @auth.id"
+  fb_notes "(f1n) notes owner rule, signed in, no count" notes-owner-nc-1 token
+  fb_notes "(f2n) notes owner rule, signed in, no count" notes-owner-nc-2 token
+  fb_apply "true"
+  fb_notes "(t2n) notes rule true, signed in, no count" notes-open-token-nc-2 token
+  fb_notes "(g2n) notes rule true, anonymous, no count" notes-open-nc-2
+fi
 
 # Then the very same bench.sh, pointed at the /v1 routes (login: POST /v1/auth/login).
 POSTS_PATH=/v1/collections/posts/records \
@@ -301,13 +315,16 @@ print(f"| seed {pb_seed['posts_created']:,} posts (sequential creates, 1 connect
 print()
 print("Ratios: req/s = Ferrobase / PocketBase; p50, p99 and memory = PocketBase / Ferrobase (> 1× is better for Ferrobase).")
 print()
-print("Cost of signing in on the notes list (same 10,000 rows, limit 20, with count):")
+print("Cost of signing in on the notes list (same 10,000 rows, limit 20, with count unless marked):")
 print()
 print("| server | run | req/s | p50 ms | p99 ms | peak RSS MiB | non-2xx |")
 print("|---|---|---:|---:|---:|---:|---:|")
 sides = [("Ferrobase", fb, [("g1", "rule true, anonymous"), ("t1", "rule true, signed in"),
                              ("f1", "owner rule, signed in"), ("f2", "owner rule, signed in"),
-                             ("t2", "rule true, signed in"), ("g2", "rule true, anonymous")]),
+                             ("t2", "rule true, signed in"), ("g2", "rule true, anonymous"),
+                             ("g1n", "rule true, anonymous, no count"), ("t1n", "rule true, signed in, no count"),
+                             ("f1n", "owner rule, signed in, no count"), ("f2n", "owner rule, signed in, no count"),
+                             ("t2n", "rule true, signed in, no count"), ("g2n", "rule true, anonymous, no count")]),
          ("PocketBase", pb, [("g", "rule \"\" (anyone), anonymous"), ("f", "owner rule, signed in")])]
 for who, d, ks in sides:
     for k, label in ks:
@@ -328,6 +345,9 @@ def overhead(d, base, test):
     return ", ".join(out)
 print(f"- Ferrobase, token check only (t vs g, means of both runs): {overhead(fb, ['g1', 'g2'], ['t1', 't2'])}")
 print(f"- Ferrobase, token + owner rule (f vs g, means of both runs): {overhead(fb, ['g1', 'g2'], ['f1', 'f2'])}")
+if "g1n" in fb:
+    print(f"- Ferrobase, no count, token check only (tn vs gn): {overhead(fb, ['g1n', 'g2n'], ['t1n', 't2n'])}")
+    print(f"- Ferrobase, no count, token + owner rule (fn vs gn): {overhead(fb, ['g1n', 'g2n'], ['f1n', 'f2n'])}")
 print(f"- PocketBase, token + owner rule (f vs g, one run each): {overhead(pb, ['g'], ['f'])}")
 print("  (overhead > 0 = the signed-in list is slower: lower req/s or higher latency)")
 print()
