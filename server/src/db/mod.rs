@@ -437,7 +437,9 @@ impl Db {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(false)
                 .pragma("temp_store", "memory")
-                .pragma("cache_size", "-16000");
+                // 4 MiB of page cache per connection (writer, checkpointer, each reader):
+                // the OS page cache holds the rest, and RSS stays small.
+                .pragma("cache_size", "-4000");
             // The writer connection is opened first so the file and WAL mode exist before readers.
             // It never checkpoints itself (that would stall every queued write behind a WAL
             // copy); a separate connection does passive checkpoints in the background.
