@@ -69,7 +69,14 @@ fn system_index_name(collection: &str) -> String {
 }
 
 fn create_index(c: &Collection, ix: &Index) -> String {
-    let cols: Vec<String> = ix.fields.iter().map(|f| q(f)).collect();
+    let mut cols: Vec<String> = ix.fields.iter().map(|f| q(f)).collect();
+    // Lists always end their order with `id` (the tie-breaker of keyset paging): a non-unique
+    // index that ends with `id` too can serve `WHERE owner = $1 ORDER BY created_at, id`
+    // without a sort. Unique indexes keep their exact columns (adding `id` would make any
+    // combination unique).
+    if !ix.unique && !ix.fields.iter().any(|f| f == "id") {
+        cols.push(q("id"));
+    }
     format!(
         "CREATE {}INDEX {} ON {} ({})",
         if ix.unique { "UNIQUE " } else { "" },

@@ -291,7 +291,7 @@ fn ddl_orders_index_drops_before_column_drops() {
             "ALTER TABLE \"c_p\" DROP COLUMN \"a\"".to_owned(),
             "ALTER TABLE \"c_p\" DROP COLUMN \"b\"".to_owned(),
             "ALTER TABLE \"c_p\" ADD COLUMN \"b\" INTEGER".to_owned(),
-            format!("CREATE INDEX \"{ib}\" ON \"c_p\" (\"b\")"),
+            format!("CREATE INDEX \"{ib}\" ON \"c_p\" (\"b\", \"id\")"),
         ]
     );
 }
