@@ -297,9 +297,12 @@ fn schema_body(project: &ferrobase_schema::Project, allow_destructive: bool) -> 
     })
 }
 
-pub async fn plan(args: PlanArgs) -> Result<u8, Failure> {
-    let project = load_project(&args.target.project)?;
-    let t = target(&args.target, Some(&project))?;
+/// Loads the project, asks the server for the plan and prints it (shared by plan and apply).
+async fn show_plan(
+    args: &TargetArgs,
+) -> Result<(ferrobase_schema::Project, Target, Vec<Value>), Failure> {
+    let project = load_project(&args.project)?;
+    let t = target(args, Some(&project))?;
     let (status, v) = call(
         &t,
         reqwest::Method::POST,
@@ -316,6 +319,11 @@ pub async fn plan(args: PlanArgs) -> Result<u8, Failure> {
         .cloned()
         .unwrap_or_default();
     print!("{}", render_changes(&changes));
+    Ok((project, t, changes))
+}
+
+pub async fn plan(args: PlanArgs) -> Result<u8, Failure> {
+    let (_, _, changes) = show_plan(&args.target).await?;
     Ok(if args.detailed_exitcode && !changes.is_empty() {
         4
     } else {
@@ -324,24 +332,7 @@ pub async fn plan(args: PlanArgs) -> Result<u8, Failure> {
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<(), Failure> {
-    let project = load_project(&args.target.project)?;
-    let t = target(&args.target, Some(&project))?;
-    let (status, v) = call(
-        &t,
-        reqwest::Method::POST,
-        "/v1/admin/schema/plan",
-        Some(schema_body(&project, false)),
-    )
-    .await?;
-    if status != 200 {
-        return Err(problem(status, &v));
-    }
-    let changes = v
-        .get("changes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    print!("{}", render_changes(&changes));
+    let (project, t, changes) = show_plan(&args.target).await?;
     if changes.is_empty() {
         return Ok(());
     }
