@@ -108,7 +108,7 @@ pub async fn create_admin(
                 .await;
             match inserted {
                 Ok(_) => Ok(()),
-                Err(e) if e.unique_violation().is_some() => Err(CreateAdminError::Exists(email_taken)),
+                Err(e) if e.unique_violation_fields().is_some() => Err(CreateAdminError::Exists(email_taken)),
                 Err(e) => Err(e.into()),
             }
         })

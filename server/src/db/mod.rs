@@ -84,20 +84,6 @@ impl DbError {
             None => Vec::new(),
         })
     }
-
-    /// The constraint or message of a unique-index violation, if this is one.
-    pub fn unique_violation(&self) -> Option<String> {
-        if let DbError::Sqlx(sqlx::Error::Database(e)) = self
-            && e.is_unique_violation()
-        {
-            return Some(
-                e.constraint()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| e.message().to_owned()),
-            );
-        }
-        None
-    }
 }
 
 /// A value bound to, or read from, dynamic SQL.

@@ -14,7 +14,7 @@ use super::extract::{Auth, JsonBody, JsonObject, if_match};
 use crate::catalog::Catalog;
 use crate::error::{Code, Error};
 use crate::records::list::{ListQuery, decorate, list_in, parse_expand, parse_fields};
-use crate::records::{self, Actor, collection, create_in, delete_in, update_in, view_in};
+use crate::records::{Actor, collection, create_in, delete_in, update_in, view_in};
 
 /// Most operations in one batch.
 pub const MAX_BATCH: usize = 100;
@@ -316,7 +316,3 @@ pub async fn batch(
         .await?;
     Ok(Json(json!({ "results": results })).into_response())
 }
-
-// Keeps `records` in scope for docs links.
-#[allow(unused_imports)]
-use records as _;
