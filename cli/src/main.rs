@@ -17,10 +17,18 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `ferrobase --version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERROBASE_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "ferrobase",
-    version,
+    version = VERSION,
     about = "A self-hostable backend for mobile apps"
 )]
 struct Cli {

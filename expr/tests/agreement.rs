@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use ferrobase_expr::*;
 use serde_json::{Map, Value, json};
-use sqlx::{Database, Postgres, Sqlite};
+use sqlx::{Database, Postgres};
 use std::collections::BTreeSet;
 
 // ---------------------------------------------------------------- deterministic RNG
@@ -398,16 +398,21 @@ fn now() -> DateTime<Utc> {
 
 type Q<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
 
-fn bind_sqlite<'a>(q: Q<'a, Sqlite>, p: &SqlParam) -> Q<'a, Sqlite> {
+/// A SQLite value of a parameter: booleans as integers, times as the server's text form.
+fn sqlite_value(p: &SqlParam) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
     match p {
-        SqlParam::Null => q.bind(None::<String>),
-        SqlParam::Bool(b) => q.bind(*b),
-        SqlParam::Int(i) => q.bind(*i),
-        SqlParam::Float(f) => q.bind(*f),
-        SqlParam::Text(s) => q.bind(s.clone()),
-        SqlParam::Time(t) => q.bind(sqlite_time(t)),
+        SqlParam::Null => V::Null,
+        SqlParam::Bool(b) => V::Integer(i64::from(*b)),
+        SqlParam::Int(i) => V::Integer(*i),
+        SqlParam::Float(f) => V::Real(*f),
+        SqlParam::Text(s) => V::Text(s.clone()),
+        SqlParam::Time(t) => V::Text(sqlite_time(t)),
     }
 }
+
+/// One in-memory SQLite connection shared by a test's queries.
+type SqlitePool = std::sync::Arc<std::sync::Mutex<rusqlite::Connection>>;
 
 fn bind_pg<'a>(q: Q<'a, Postgres>, p: &SqlParam) -> Q<'a, Postgres> {
     match p {
@@ -420,38 +425,35 @@ fn bind_pg<'a>(q: Q<'a, Postgres>, p: &SqlParam) -> Q<'a, Postgres> {
     }
 }
 
-async fn sqlite_pool() -> sqlx::SqlitePool {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect("sqlite::memory:")
-        .await
-        .unwrap();
-    sqlx::query(
+async fn sqlite_pool() -> SqlitePool {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    conn.execute_batch(
         "CREATE TABLE t (id TEXT PRIMARY KEY, title TEXT, body TEXT, num REAL, cnt INTEGER, \
          flag INTEGER, at TEXT, at2 TEXT, tags TEXT, meta TEXT)",
     )
-    .execute(&pool)
-    .await
     .unwrap();
-    pool
+    std::sync::Arc::new(std::sync::Mutex::new(conn))
 }
 
-async fn insert_sqlite(pool: &sqlx::SqlitePool, rows: &[Row]) {
+async fn insert_sqlite(pool: &SqlitePool, rows: &[Row]) {
+    let conn = pool.lock().unwrap();
     for row in rows {
-        sqlx::query("INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(&row.id)
-            .bind(&row.title)
-            .bind(&row.body)
-            .bind(row.num)
-            .bind(row.cnt)
-            .bind(row.flag)
-            .bind(row.at.as_ref().map(sqlite_time))
-            .bind(row.at2.as_ref().map(sqlite_time))
-            .bind(row.tags.as_ref().map(|t| serde_json::to_string(t).unwrap()))
-            .bind(&row.meta)
-            .execute(pool)
-            .await
-            .unwrap();
+        conn.execute(
+            "INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            rusqlite::params![
+                row.id,
+                row.title,
+                row.body,
+                row.num,
+                row.cnt,
+                row.flag,
+                row.at.as_ref().map(sqlite_time),
+                row.at2.as_ref().map(sqlite_time),
+                row.tags.as_ref().map(|t| serde_json::to_string(t).unwrap()),
+                row.meta,
+            ],
+        )
+        .unwrap();
     }
 }
 
@@ -532,19 +534,30 @@ async fn drop_schema(pool: &sqlx::PgPool, schema: &str) {
         .unwrap();
 }
 
-async fn select_sqlite(pool: &sqlx::SqlitePool, sql: &str, params: &[SqlParam]) -> Vec<String> {
+async fn select_sqlite(pool: &SqlitePool, sql: &str, params: &[SqlParam]) -> Vec<String> {
     let full = format!("SELECT t.id FROM t WHERE {sql} ORDER BY t.id");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(full));
-    for p in params {
-        q = bind_sqlite(q, p);
-    }
-    let rows = q
-        .fetch_all(pool)
-        .await
+    let conn = pool.lock().unwrap();
+    let mut stmt = conn
+        .prepare(&full)
         .unwrap_or_else(|e| panic!("sqlite failed on {sql}: {e}"));
-    rows.iter()
-        .map(|r| sqlx::Row::get::<String, _>(r, 0))
-        .collect()
+    // Placeholders are `$n` (as on PostgreSQL): bind each by the number in its name.
+    for i in 1..=stmt.parameter_count() {
+        let n: usize = match stmt.parameter_name(i) {
+            Some(name) => name[1..].parse().unwrap(),
+            None => i,
+        };
+        stmt.raw_bind_parameter(i, sqlite_value(&params[n - 1]))
+            .unwrap();
+    }
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows
+        .next()
+        .unwrap_or_else(|e| panic!("sqlite failed on {sql}: {e}"))
+    {
+        out.push(r.get::<_, String>(0).unwrap());
+    }
+    out
 }
 
 async fn select_pg(pool: &sqlx::PgPool, sql: &str, params: &[SqlParam]) -> Vec<String> {

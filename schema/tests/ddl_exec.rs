@@ -57,77 +57,59 @@ unique = true
     vec![vec![v1], vec![v2.clone(), notes], vec![v2], vec![]]
 }
 
-async fn apply_sqlite(conn: &mut sqlx::SqliteConnection, stmts: &[String]) {
-    let mut tx = conn.begin().await.unwrap();
+fn apply_sqlite(conn: &mut rusqlite::Connection, stmts: &[String]) {
+    let tx = conn.transaction().unwrap();
     for s in stmts {
-        sqlx::query(sqlx::AssertSqlSafe(s.clone()))
-            .execute(&mut *tx)
-            .await
+        tx.execute_batch(s)
             .unwrap_or_else(|e| panic!("SQLite refused {s}: {e}"));
     }
-    tx.commit().await.unwrap();
+    tx.commit().unwrap();
 }
 
-#[tokio::test]
-async fn sqlite_executes_every_migration_step() {
-    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
-        .await
-        .unwrap();
+#[test]
+fn sqlite_executes_every_migration_step() {
+    let mut conn = rusqlite::Connection::open_in_memory().unwrap();
     let vs = versions();
     let mut current: Vec<Collection> = Vec::new();
     for (i, desired) in vs.iter().enumerate() {
         let stmts = ddl(Dialect::Sqlite, &current, desired);
         assert!(!stmts.is_empty(), "step {i} has DDL");
-        apply_sqlite(&mut conn, &stmts).await;
+        apply_sqlite(&mut conn, &stmts);
         if i == 0 {
-            sqlx::query(
+            conn.execute_batch(
                 "INSERT INTO c_posts (id, created_at, updated_at, title, body, views, kind, tags) \
                  VALUES ('r1', '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 'Hello', 'kept body', 3.5, 'news', '[\"a\"]')",
             )
-            .execute(&mut conn)
-            .await
             .unwrap();
         }
         if i == 1 {
-            let row = sqlx::query(
-                "SELECT title, content, views, kind, tags, version FROM c_posts WHERE id = 'r1'",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-            assert_eq!(row.get::<String, _>("title"), "Hello");
-            assert_eq!(
-                row.get::<String, _>("content"),
-                "kept body",
-                "rename keeps data"
-            );
-            assert_eq!(
-                row.get::<String, _>("kind"),
-                "news",
-                "same-storage retype keeps data"
-            );
-            assert_eq!(
-                row.get::<Option<i64>, _>("views"),
-                None,
-                "retyped column starts empty"
-            );
-            assert_eq!(row.get::<Option<String>, _>("tags"), None);
-            assert_eq!(row.get::<i64, _>("version"), 1);
+            type Row = (String, String, Option<i64>, String, Option<String>, i64);
+            let row: Row = conn
+                .query_row(
+                    "SELECT title, content, views, kind, tags, version FROM c_posts WHERE id = 'r1'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )
+                .unwrap();
+            assert_eq!(row.0, "Hello");
+            assert_eq!(row.1, "kept body", "rename keeps data");
+            assert_eq!(row.3, "news", "same-storage retype keeps data");
+            assert_eq!(row.2, None, "retyped column starts empty");
+            assert_eq!(row.4, None);
+            assert_eq!(row.5, 1);
             // The unique index on the renamed column exists and works.
-            let dup = sqlx::query(
+            let dup = conn.execute_batch(
                 "INSERT INTO c_posts (id, created_at, updated_at, content) VALUES ('r2', 'x', 'x', 'kept body')",
-            )
-            .execute(&mut conn)
-            .await;
+            );
             assert!(dup.is_err(), "unique index enforced");
-            let cols: Vec<String> =
-                sqlx::query("SELECT name FROM pragma_table_info('c_posts') ORDER BY cid")
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.get("name"))
-                    .collect();
+            let mut stmt = conn
+                .prepare("SELECT name FROM pragma_table_info('c_posts') ORDER BY cid")
+                .unwrap();
+            let cols: Vec<String> = stmt
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
             assert!(!cols.contains(&"published".to_owned()) && !cols.contains(&"body".to_owned()));
             assert!(cols.contains(&"subtitle".to_owned()) && cols.contains(&"meta".to_owned()));
         }
@@ -135,9 +117,8 @@ async fn sqlite_executes_every_migration_step() {
         assert!(ddl(Dialect::Sqlite, desired, desired).is_empty());
         current = desired.clone();
     }
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE 'c_%' OR name LIKE 'i_%' OR name LIKE 's_%'")
-        .fetch_one(&mut conn)
-        .await
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'c_%' OR name LIKE 'i_%' OR name LIKE 's_%'", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0, "everything dropped at the end");
 }

@@ -58,6 +58,9 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connections in the PostgreSQL pool, or SQLite reader connections.
     pub max_connections: u32,
+    /// SQLite commit durability: `normal` (survives a process crash) or `full` (also power
+    /// loss, one fsync per commit). PostgreSQL commits are always durable.
+    pub synchronous: String,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -66,6 +69,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("synchronous", &self.synchronous)
             .finish()
     }
 }
@@ -240,6 +244,7 @@ pub struct Settings {
     pub trust_proxy: bool,
     pub database_url: String,
     pub max_connections: u32,
+    pub synchronous: crate::db::Synchronous,
     pub log_json: bool,
     pub log_level: String,
     pub admin_token_ttl: Duration,
@@ -336,6 +341,7 @@ impl ServerConfig {
                     self.http.cors_origins = value.split(',').map(|s| s.trim().to_owned()).collect()
                 }
                 "DATABASE_URL" => self.database.url = value,
+                "DATABASE_SYNCHRONOUS" => self.database.synchronous = value,
                 "DATABASE_MAX_CONNECTIONS" => {
                     self.database.max_connections = value
                         .parse()
@@ -426,6 +432,16 @@ impl ServerConfig {
                 "must start with sqlite:, postgres:// or postgresql://".into(),
             ));
         }
+        let synchronous = match self.database.synchronous.as_str() {
+            "" | "normal" => crate::db::Synchronous::Normal,
+            "full" => crate::db::Synchronous::Full,
+            other => {
+                return Err(invalid(
+                    "database.synchronous",
+                    format!("`{other}` is not one of normal, full"),
+                ));
+            }
+        };
         let log_json = match self.log.format.as_str() {
             "text" => false,
             "json" => true,
@@ -494,6 +510,7 @@ impl ServerConfig {
             } else {
                 self.database.max_connections
             },
+            synchronous,
             log_json,
             log_level: self.log.level.clone(),
             admin_token_ttl,

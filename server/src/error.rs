@@ -242,14 +242,12 @@ impl std::error::Error for Error {}
 
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
-        match &e {
-            DbError::Sqlx(sqlx::Error::PoolTimedOut) | DbError::WriterGone | DbError::Aborted => {
-                let mut err = Error::new(Code::Unavailable, "The database is busy; retry shortly.");
-                err.cause = Some(e.to_string());
-                err
-            }
-            _ => Error::internal(e),
+        if e.is_transient() {
+            let mut err = Error::new(Code::Unavailable, "The database is busy; retry shortly.");
+            err.cause = Some(e.to_string());
+            return err;
         }
+        Error::internal(e)
     }
 }
 

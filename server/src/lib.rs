@@ -51,7 +51,11 @@ pub async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
             )
         })?;
     }
-    Db::connect(&settings.database_url, settings.max_connections)
+    let opts = db::DbOptions {
+        max_connections: settings.max_connections,
+        synchronous: settings.synchronous,
+    };
+    Db::connect_with(&settings.database_url, &opts)
         .await
         .map_err(|e| {
             anyhow::anyhow!(

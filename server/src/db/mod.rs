@@ -5,28 +5,29 @@
 //! - [`Param`] / [`ColType`]: values in and out of dynamic SQL, independent of the dialect.
 //! - [`Conn`]: one connection (inside a transaction for writes) with `execute` / `fetch`.
 //! - [`Db::read`] runs on a reader connection; [`Db::write`] runs inside a transaction. On
-//!   SQLite every write goes through one writer task that commits concurrent requests together
-//!   (group commit, see `writer`); on PostgreSQL each write is its own transaction on the pool.
+//!   SQLite (rusqlite, see `sqlite`) a read is one job on a reader thread that owns its
+//!   connection, and every write goes through one writer thread that commits a lone write at
+//!   once and concurrent writes together (group commit, see `writer`); on PostgreSQL (sqlx)
+//!   each write is its own transaction on the pool.
 //! - `migrate`: the system tables, applied at start.
 
 mod migrate;
+mod sqlite;
 mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferrobase_expr::{Dialect, SqlParam};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
+pub use sqlite::Synchronous;
 pub use writer::WriterHandle;
 
 /// A boxed future borrowing a connection for `'c`.
@@ -35,8 +36,16 @@ pub type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// Why a database call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// PostgreSQL (sqlx).
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
+    /// SQLite (rusqlite).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("the write transaction was rolled back because another write in it failed; retry")]
@@ -53,6 +62,9 @@ impl DbError {
     /// The columns of a violated unique index (`["id"]` for the primary key), if this is a
     /// unique violation; empty when the database did not say which.
     pub fn unique_violation_fields(&self) -> Option<Vec<String>> {
+        if let DbError::Sqlite(e) = self {
+            return sqlite::unique_violation_fields(e);
+        }
         let DbError::Sqlx(sqlx::Error::Database(e)) = self else {
             return None;
         };
@@ -75,14 +87,19 @@ impl DbError {
                 });
             return Some(fields.unwrap_or_default());
         }
-        // SQLite: "UNIQUE constraint failed: c_posts.a, c_posts.b"
-        Some(match e.message().split_once("failed: ") {
-            Some((_, cols)) => cols
-                .split(", ")
-                .map(|c| c.rsplit('.').next().unwrap_or(c).to_owned())
-                .collect(),
-            None => Vec::new(),
-        })
+        Some(Vec::new())
+    }
+
+    /// Whether the database was too busy to answer (a pool or lock timeout, a stopped or
+    /// rolled-back writer): the request may be retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Sqlx(sqlx::Error::PoolTimedOut) | DbError::WriterGone | DbError::Aborted => {
+                true
+            }
+            DbError::Sqlite(e) => sqlite::is_busy(e),
+            _ => false,
+        }
     }
 }
 
@@ -191,19 +208,10 @@ pub type Values = Vec<Param>;
 /// runs without a savepoint of its own (one round trip less), and a second write is refused.
 pub const SINGLE_WRITE: u32 = 1 << 31;
 
-/// Counts a successful write; refuses a second one in a single-write job before it runs.
-fn before_write(writes: &AtomicU32) -> Result<(), DbError> {
-    let w = writes.load(Ordering::Relaxed);
-    if w & SINGLE_WRITE != 0 && (w & !SINGLE_WRITE) >= 1 {
-        return Err(DbError::SecondWrite);
-    }
-    Ok(())
-}
-
 /// One connection, borrowed for the duration of a read or a write job.
 pub enum Conn<'c> {
     Sqlite {
-        conn: &'c mut SqliteConnection,
+        conn: &'c mut rusqlite::Connection,
         /// Statements that changed data so far in this job (see the writer's savepoints);
         /// [`SINGLE_WRITE`] marks a job that promised at most one.
         writes: &'c AtomicU32,
@@ -222,13 +230,7 @@ impl Conn<'_> {
     /// Runs a statement that returns no rows; the number of affected rows.
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
         match self {
-            Conn::Sqlite { conn, writes } => {
-                before_write(writes)?;
-                let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
-                let n = q.execute(&mut **conn).await?.rows_affected();
-                writes.fetch_add(1, Ordering::Relaxed);
-                Ok(n)
-            }
+            Conn::Sqlite { conn, writes } => sqlite::execute(conn, writes, sql, params),
             Conn::Pg(conn) => {
                 let q = bind_pg(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
                 Ok(q.execute(&mut **conn).await?.rows_affected())
@@ -244,18 +246,7 @@ impl Conn<'_> {
         cols: &[ColType],
     ) -> Result<Vec<Values>, DbError> {
         match self {
-            Conn::Sqlite { conn, writes } => {
-                let write = !sql.trim_start().starts_with("SELECT");
-                if write {
-                    before_write(writes)?;
-                }
-                let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
-                let rows = q.fetch_all(&mut **conn).await?;
-                if write {
-                    writes.fetch_add(1, Ordering::Relaxed);
-                }
-                rows.iter().map(|r| decode_sqlite(r, cols)).collect()
-            }
+            Conn::Sqlite { conn, writes } => sqlite::fetch(conn, writes, sql, params, cols),
             Conn::Pg(conn) => {
                 let q = bind_pg(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
                 let rows = q.fetch_all(&mut **conn).await?;
@@ -277,13 +268,7 @@ impl Conn<'_> {
     /// Runs several statements without parameters (DDL, savepoints) in one round trip.
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), DbError> {
         match self {
-            Conn::Sqlite { conn, writes } => {
-                before_write(writes)?;
-                sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-                    .execute(&mut **conn)
-                    .await?;
-                writes.fetch_add(1, Ordering::Relaxed);
-            }
+            Conn::Sqlite { conn, writes } => sqlite::execute_script(conn, writes, sql)?,
             Conn::Pg(conn) => {
                 sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
                     .execute(&mut **conn)
@@ -294,23 +279,7 @@ impl Conn<'_> {
     }
 }
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, params: &[Param]) -> SqliteQuery<'q> {
-    for p in params {
-        q = match p {
-            Param::Null | Param::NullOf(_) => q.bind(None::<String>),
-            Param::Bool(b) => q.bind(*b),
-            Param::Int(i) => q.bind(*i),
-            Param::Float(f) => q.bind(*f),
-            Param::Text(s) => q.bind(s.clone()),
-            Param::Time(t) => q.bind(ferrobase_expr::sqlite_time(t)),
-            Param::Json(v) => q.bind(v.to_string()),
-        };
-    }
-    q
-}
 
 fn bind_pg<'q>(mut q: PgQuery<'q>, params: &[Param]) -> PgQuery<'q> {
     for p in params {
@@ -332,33 +301,6 @@ fn bind_pg<'q>(mut q: PgQuery<'q>, params: &[Param]) -> PgQuery<'q> {
     q
 }
 
-fn decode_sqlite(row: &SqliteRow, cols: &[ColType]) -> Result<Values, DbError> {
-    let mut out = Vec::with_capacity(cols.len());
-    for (i, ty) in cols.iter().enumerate() {
-        let v = match ty {
-            ColType::Text => row.try_get::<Option<String>, _>(i)?.map(Param::Text),
-            ColType::Int => row.try_get::<Option<i64>, _>(i)?.map(Param::Int),
-            ColType::Float => row.try_get::<Option<f64>, _>(i)?.map(Param::Float),
-            ColType::Bool => row.try_get::<Option<bool>, _>(i)?.map(Param::Bool),
-            ColType::Time => match row.try_get::<Option<String>, _>(i)? {
-                Some(s) => Some(Param::Time(
-                    ferrobase_expr::parse_date(&s)
-                        .ok_or_else(|| DbError::Decode(format!("bad timestamp `{s}`")))?,
-                )),
-                None => None,
-            },
-            ColType::Json => match row.try_get::<Option<String>, _>(i)? {
-                Some(s) => Some(Param::Json(
-                    serde_json::from_str(&s).map_err(|e| DbError::Decode(e.to_string()))?,
-                )),
-                None => None,
-            },
-        };
-        out.push(v.unwrap_or(Param::Null));
-    }
-    Ok(out)
-}
-
 fn decode_pg(row: &PgRow, cols: &[ColType]) -> Result<Values, DbError> {
     let mut out = Vec::with_capacity(cols.len());
     for (i, ty) in cols.iter().enumerate() {
@@ -377,21 +319,20 @@ fn decode_pg(row: &PgRow, cols: &[ColType]) -> Result<Values, DbError> {
     Ok(out)
 }
 
-/// Copies the WAL back into the database file every half second without blocking the writer
-/// (PASSIVE: it never waits for locks). SQLite restarts the WAL from its start once a
-/// checkpoint caught up, so the file stays bounded.
-async fn checkpoint_loop(mut conn: SqliteConnection) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        if let Err(e) = sqlx::raw_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
-            if matches!(e, sqlx::Error::Io(_)) {
-                break;
-            }
-            tracing::debug!(error = %e, "checkpoint skipped");
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// PostgreSQL pool size, or the number of SQLite reader threads.
+    pub max_connections: u32,
+    /// SQLite commit durability (PostgreSQL commits are always durable: `synchronous_commit`).
+    pub synchronous: Synchronous,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            max_connections: 8,
+            synchronous: Synchronous::Normal,
         }
     }
 }
@@ -404,56 +345,69 @@ pub struct Db {
 
 enum Inner {
     Sqlite {
-        readers: SqlitePool,
+        readers: sqlite::Readers,
         writer: WriterHandle,
+        /// Tells the checkpointer thread to stop.
+        stop: Arc<AtomicBool>,
     },
     Postgres {
         pool: PgPool,
     },
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Inner::Sqlite { stop, .. } = self {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Db {
     /// Connects (creating the SQLite file if needed) and applies the system migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        Db::connect_with(
+            url,
+            &DbOptions {
+                max_connections,
+                ..DbOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Like [`Db::connect`], with every option.
+    pub async fn connect_with(url: &str, opts: &DbOptions) -> Result<Db, DbError> {
         let inner = if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(false)
-                .pragma("temp_store", "memory")
-                // 4 MiB of page cache per connection (writer, checkpointer, each reader):
-                // the OS page cache holds the rest, and RSS stays small.
-                .pragma("cache_size", "-4000");
-            // The writer connection is opened first so the file and WAL mode exist before readers.
-            // It never checkpoints itself (that would stall every queued write behind a WAL
-            // copy); a separate connection does passive checkpoints in the background.
-            let mut conn =
-                SqliteConnection::connect_with(&opts.clone().pragma("wal_autocheckpoint", "0"))
-                    .await?;
-            let checkpointer = SqliteConnection::connect_with(&opts).await?;
-            tokio::spawn(checkpoint_loop(checkpointer));
+            let path = sqlite::path_from_url(url)?;
+            // The writer connection is opened first so the file and WAL mode exist before
+            // readers. It never checkpoints itself (that would stall every queued write behind
+            // a WAL copy); a separate connection does passive checkpoints in the background.
+            let mut conn = sqlite::open(&path, false, opts.synchronous)?;
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
             migrate::run(&mut Conn::Sqlite {
                 conn: &mut conn,
                 writes: &AtomicU32::new(0),
             })
             .await?;
-            let readers = SqlitePoolOptions::new()
-                .max_connections(max_connections.max(2))
-                .min_connections(1)
-                .connect_with(opts.read_only(true))
-                .await?;
+            let stop = Arc::new(AtomicBool::new(false));
+            sqlite::spawn_checkpointer(
+                sqlite::open(&path, false, opts.synchronous)?,
+                stop.clone(),
+            )?;
+            let readers =
+                sqlite::Readers::spawn(&path, opts.max_connections.max(2), opts.synchronous)?;
             Inner::Sqlite {
                 readers,
-                writer: writer::spawn(conn),
+                writer: writer::spawn(conn)?,
+                stop,
             }
         } else {
-            let opts = PgConnectOptions::from_str(url)?;
+            let pg = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
-                .max_connections(max_connections.max(2))
+                .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
+                .connect_with(pg)
                 .await?;
             let mut conn = pool.acquire().await?;
             migrate::run(&mut Conn::Pg(&mut conn)).await?;
@@ -474,19 +428,12 @@ impl Db {
     /// Runs `f` on a reader connection (no transaction; use single statements).
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>>,
-        E: From<DbError>,
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
         match &*self.inner {
-            Inner::Sqlite { readers, .. } => {
-                let mut conn = readers.acquire().await.map_err(DbError::from)?;
-                let writes = AtomicU32::new(0);
-                f(Conn::Sqlite {
-                    conn: &mut conn,
-                    writes: &writes,
-                })
-                .await
-            }
+            Inner::Sqlite { readers, .. } => readers.run(f).await,
             Inner::Postgres { pool } => {
                 let mut conn = pool.acquire().await.map_err(DbError::from)?;
                 f(Conn::Pg(&mut conn)).await
@@ -503,7 +450,7 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         match &*self.inner {
-            Inner::Sqlite { writer, .. } => writer.submit(f).await,
+            Inner::Sqlite { writer, .. } => writer.submit_with(f, false).await,
             Inner::Postgres { pool } => {
                 let mut tx = pool.begin().await.map_err(DbError::from)?;
                 let out = f(Conn::Pg(&mut tx)).await;
@@ -542,13 +489,16 @@ impl Db {
     pub async fn ping(&self) -> bool {
         if let Inner::Sqlite { writer, .. } = &*self.inner {
             let alive = writer
-                .submit(|mut c| {
-                    Box::pin(async move {
-                        c.fetch("SELECT CAST(1 AS BIGINT)", &[], &[ColType::Int])
-                            .await
-                            .map(|_| ())
-                    })
-                })
+                .submit_with(
+                    |mut c| {
+                        Box::pin(async move {
+                            c.fetch("SELECT CAST(1 AS BIGINT)", &[], &[ColType::Int])
+                                .await
+                                .map(|_| ())
+                        })
+                    },
+                    false,
+                )
                 .await
                 .is_ok();
             if !alive {
@@ -569,9 +519,9 @@ impl Db {
     /// Closes pools and stops the writer after it drained its queue.
     pub async fn close(&self) {
         match &*self.inner {
-            Inner::Sqlite { readers, writer } => {
+            Inner::Sqlite { writer, stop, .. } => {
                 writer.shutdown().await;
-                readers.close().await;
+                stop.store(true, Ordering::Relaxed);
             }
             Inner::Postgres { pool } => pool.close().await,
         }

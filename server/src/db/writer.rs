@@ -1,17 +1,20 @@
-//! Group commit for SQLite: one task owns the only write connection and commits the jobs that
-//! queued up while the previous transaction ran, together.
+//! Group commit for SQLite: one thread owns the only write connection; a write that arrives
+//! alone commits at once, and writes that queued up while a transaction ran commit together.
 //!
-//! Why: sqlx hops to a worker thread for every statement, which caps one-transaction-per-write
-//! at ~2,000/s here, while many rows in one transaction reach ~10,000/s. Each job runs inside
-//! its own savepoint so a failing request rolls back only itself — except single-write jobs
-//! (one record insert/update/delete, whose change log row is written by a trigger in the same
-//! statement): a failed statement leaves nothing behind, so they skip the savepoint round trip.
-//! Every job is acknowledged only after the shared COMMIT succeeded, so an acknowledged write
-//! survives a crash.
+//! Why: a commit costs far more than a row, so many rows in one transaction multiply write
+//! throughput under concurrency, while a lone client never waits for company (the thread takes
+//! whatever is queued the moment it is free, no timer). Each job runs inside its own savepoint
+//! so a failing request rolls back only itself — except single-write jobs (one record
+//! insert/update/delete, whose change log row is written by a trigger in the same statement):
+//! a failed statement leaves nothing behind, so they skip the savepoint. Every job is
+//! acknowledged only after the shared COMMIT succeeded, so an acknowledged write survives a
+//! crash.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use sqlx::{AssertSqlSafe, SqliteConnection};
+use rusqlite::Connection;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{BoxFut, Conn, DbError, SINGLE_WRITE};
@@ -31,7 +34,7 @@ enum Outcome {
 }
 
 type JobFn =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection, &'c AtomicU32) -> BoxFut<'c, Outcome> + Send>;
+    Box<dyn for<'c> FnOnce(&'c mut Connection, &'c AtomicU32) -> BoxFut<'c, Outcome> + Send>;
 
 struct Job {
     run: JobFn,
@@ -43,28 +46,23 @@ enum Msg {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Sends write jobs to the writer task.
+/// Sends write jobs to the writer thread.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
 }
 
-pub(super) fn spawn(conn: SqliteConnection) -> WriterHandle {
+pub(super) fn spawn(conn: Connection) -> Result<WriterHandle, DbError> {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(run(conn, rx));
-    WriterHandle { tx }
+    let runtime = Handle::current();
+    std::thread::Builder::new()
+        .name("fb-sqlite-writer".into())
+        .spawn(move || run(conn, rx, runtime))
+        .map_err(|e| DbError::Config(format!("cannot start the writer thread: {e}")))?;
+    Ok(WriterHandle { tx })
 }
 
 impl WriterHandle {
-    pub(super) async fn submit<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: From<DbError> + Send + 'static,
-    {
-        self.submit_with(f, false).await
-    }
-
     pub(super) async fn submit_with<T, E, F>(&self, f: F, single: bool) -> Result<T, E>
     where
         F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
@@ -99,11 +97,12 @@ impl WriterHandle {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, runtime: Handle) {
+    let mut conn = conn;
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
     loop {
-        match rx.recv().await {
+        match rx.blocking_recv() {
             Some(Msg::Job(j)) => group.push(j),
             Some(Msg::Shutdown(s)) => stop = Some(s),
             None => break,
@@ -116,32 +115,38 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         if !group.is_empty() {
-            commit_group(&mut conn, group.drain(..)).await;
+            // A panicking job drops its reply channel (its request sees the writer fail); the
+            // transaction it was in is rolled back and the writer carries on.
+            let jobs = std::mem::take(&mut group);
+            if std::panic::catch_unwind(AssertUnwindSafe(|| {
+                commit_group(&mut conn, &runtime, jobs)
+            }))
+            .is_err()
+            {
+                tracing::error!("a write job panicked; its transaction was rolled back");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            }
         }
         if let Some(s) = stop.take() {
             let _ = s.send(());
             break;
         }
     }
-    let _ = sqlx::Connection::close(conn).await;
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the write connection");
+    }
 }
 
-async fn script(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), DbError> {
-    sqlx::raw_sql(AssertSqlSafe(sql))
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .map_err(DbError::from)
-}
-
-fn commit_error(e: &DbError) -> DbError {
-    DbError::Sqlx(sqlx::Error::Protocol(format!("commit failed: {e}")))
+fn script(conn: &Connection, sql: &str) -> Result<(), DbError> {
+    conn.execute_batch(sql).map_err(DbError::from)
 }
 
 /// Runs the jobs in one transaction and delivers every result after the commit.
-async fn commit_group(conn: &mut SqliteConnection, jobs: impl Iterator<Item = Job>) {
+fn commit_group(conn: &mut Connection, runtime: &Handle, jobs: Vec<Job>) {
     let mut done: Vec<Deliver> = Vec::new();
-    if let Err(e) = script(conn, "BEGIN IMMEDIATE").await {
+    if let Err(e) = script(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
         // Dropping the jobs drops their reply channels: each request learns the writer failed.
         return;
@@ -150,25 +155,28 @@ async fn commit_group(conn: &mut SqliteConnection, jobs: impl Iterator<Item = Jo
     let mut savepoint = false;
     for job in jobs {
         if !job.single {
-            // One round trip between jobs: close the previous savepoint, open the next.
+            // Close the previous savepoint, open the next.
             let sql = if savepoint {
                 "RELEASE j; SAVEPOINT j"
             } else {
                 "SAVEPOINT j"
             };
-            if let Err(e) = script(conn, sql).await {
+            if let Err(e) = script(conn, sql) {
                 tracing::error!(error = %e, "savepoint failed");
             }
             savepoint = true;
         }
         let writes = AtomicU32::new(if job.single { SINGLE_WRITE } else { 0 });
-        match (job.run)(conn, &writes).await {
+        // The job's statements run synchronously on this thread; the runtime context serves
+        // jobs that also await something of tokio's.
+        let outcome = runtime.block_on((job.run)(conn, &writes));
+        match outcome {
             Outcome::Done(deliver) => done.push(deliver),
             Outcome::Failed(deliver) => {
                 let wrote = writes.load(Ordering::Relaxed) & !SINGLE_WRITE > 0;
                 if wrote && !job.single {
                     // Undo what this job wrote; the savepoint stays open for the next job.
-                    if let Err(e) = script(conn, "ROLLBACK TO j").await {
+                    if let Err(e) = script(conn, "ROLLBACK TO j") {
                         tracing::error!(error = %e, "rollback to savepoint failed");
                     }
                 } else if wrote {
@@ -178,12 +186,12 @@ async fn commit_group(conn: &mut SqliteConnection, jobs: impl Iterator<Item = Jo
                     tracing::error!(
                         "a single-write job failed after writing; rolling back its group"
                     );
-                    let _ = script(conn, "ROLLBACK").await;
+                    let _ = script(conn, "ROLLBACK");
                     for d in done.drain(..) {
                         d(Err(DbError::Aborted));
                     }
                     savepoint = false;
-                    if let Err(e) = script(conn, "BEGIN IMMEDIATE").await {
+                    if let Err(e) = script(conn, "BEGIN IMMEDIATE") {
                         tracing::error!(error = %e, "cannot begin a write transaction");
                         deliver();
                         return;
@@ -200,16 +208,15 @@ async fn commit_group(conn: &mut SqliteConnection, jobs: impl Iterator<Item = Jo
         } else {
             "COMMIT"
         },
-    )
-    .await;
+    );
     if let Err(e) = &commit {
         tracing::error!(error = %e, "group commit failed");
-        let _ = script(conn, "ROLLBACK").await;
+        let _ = script(conn, "ROLLBACK");
     }
     for deliver in done {
         deliver(match &commit {
             Ok(()) => Ok(()),
-            Err(e) => Err(commit_error(e)),
+            Err(e) => Err(DbError::CommitFailed(e.to_string())),
         });
     }
 }

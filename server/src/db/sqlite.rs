@@ -1,0 +1,347 @@
+//! SQLite through rusqlite: connections opened with the server's pragmas, parameters bound by
+//! their `$n` number, rows decoded by [`ColType`], and the pool of reader threads.
+//!
+//! Why rusqlite and not sqlx here: sqlx-sqlite runs every statement on a worker thread and
+//! hands the result back through a channel, so a request paid several thread hops (acquire,
+//! each statement) on a path whose real work — a primary-key lookup — takes a few µs. Here a
+//! request is one job on a thread that owns its connection: one hop there and one back, and
+//! statements come from the connection's prepared-statement cache.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use super::{BoxFut, ColType, Conn, DbError, Param, Values};
+
+/// How durable a commit is on SQLite (`database.synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// WAL with `synchronous = NORMAL`: a commit survives a crash of the process (`kill -9`),
+    /// not a power loss or OS crash (the last commits may be rolled back then).
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: each commit fsyncs the WAL, so it also survives power loss; costs
+    /// one fsync per group commit.
+    Full,
+}
+
+/// Where the database file is, from a `sqlite:` URL (`sqlite://path`, `sqlite:path`,
+/// optional `?…` ignored). `:memory:` is refused: readers and the writer need one shared file.
+pub(super) fn path_from_url(url: &str) -> Result<PathBuf, DbError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| DbError::Config(format!("not a sqlite URL: {url}")))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return Err(DbError::Config(
+            "SQLite needs a file path (sqlite://path/to/data.db)".into(),
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Opens a connection with the pragmas every connection shares.
+pub(super) fn open(
+    path: &std::path::Path,
+    read_only: bool,
+    sync: Synchronous,
+) -> Result<Connection, DbError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let sync = match sync {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    // 4 MiB of page cache per connection (writer, checkpointer, each reader): the OS page
+    // cache holds the rest, and RSS stays small.
+    let mut pragmas = format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; \
+         PRAGMA cache_size = -4000;"
+    );
+    if !read_only {
+        pragmas.push_str(" PRAGMA journal_mode = WAL;");
+    }
+    conn.execute_batch(&pragmas)?;
+    // Every distinct statement text of the server fits; dynamic list queries beyond it are
+    // evicted least-recently-used.
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+/// A [`Param`] as SQLite sees it: booleans are integers, times ISO-8601 text, JSON its text.
+struct Bind<'a>(&'a Param);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Param::Null | Param::NullOf(_) => ToSqlOutput::Borrowed(ValueRef::Null),
+            Param::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+            Param::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Param::Float(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Param::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Param::Time(t) => ToSqlOutput::from(ferrobase_expr::sqlite_time(t)),
+            Param::Json(v) => ToSqlOutput::from(v.to_string()),
+        })
+    }
+}
+
+/// Binds `params` to a statement whose placeholders are `$1`, `$2`, … (the server's SQL is
+/// written once for both dialects with PostgreSQL's numbering). SQLite numbers named
+/// parameters by first appearance, so each is bound by the number in its name.
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> Result<(), DbError> {
+    for i in 1..=stmt.parameter_count() {
+        let n = match stmt.parameter_name(i) {
+            Some(name) => name
+                .get(1..)
+                .and_then(|d| d.parse::<usize>().ok())
+                .ok_or_else(|| DbError::Decode(format!("unsupported placeholder `{name}`")))?,
+            None => i,
+        };
+        let p = params
+            .get(n.wrapping_sub(1))
+            .ok_or_else(|| DbError::Decode(format!("no value for placeholder ${n}")))?;
+        stmt.raw_bind_parameter(i, Bind(p))?;
+    }
+    Ok(())
+}
+
+fn text(v: ValueRef<'_>) -> Result<Option<String>, DbError> {
+    Ok(match v {
+        ValueRef::Null => None,
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(
+            std::str::from_utf8(b)
+                .map_err(|e| DbError::Decode(e.to_string()))?
+                .to_owned(),
+        ),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+    })
+}
+
+fn decode(row: &rusqlite::Row<'_>, cols: &[ColType]) -> Result<Values, DbError> {
+    let mut out = Vec::with_capacity(cols.len());
+    for (i, ty) in cols.iter().enumerate() {
+        let v = row.get_ref(i)?;
+        let p = match (ty, v) {
+            (_, ValueRef::Null) => Param::Null,
+            (ColType::Int, ValueRef::Integer(i)) => Param::Int(i),
+            (ColType::Int, ValueRef::Real(f)) => Param::Int(f as i64),
+            (ColType::Float, ValueRef::Real(f)) => Param::Float(f),
+            (ColType::Float, ValueRef::Integer(i)) => Param::Float(i as f64),
+            (ColType::Bool, ValueRef::Integer(i)) => Param::Bool(i != 0),
+            (ColType::Bool, ValueRef::Real(f)) => Param::Bool(f != 0.0),
+            (ColType::Text, v) => text(v)?.map_or(Param::Null, Param::Text),
+            (ColType::Time, ValueRef::Text(b)) => {
+                let s = std::str::from_utf8(b).map_err(|e| DbError::Decode(e.to_string()))?;
+                Param::Time(
+                    ferrobase_expr::parse_date(s)
+                        .ok_or_else(|| DbError::Decode(format!("bad timestamp `{s}`")))?,
+                )
+            }
+            (ColType::Json, ValueRef::Text(b) | ValueRef::Blob(b)) => {
+                Param::Json(serde_json::from_slice(b).map_err(|e| DbError::Decode(e.to_string()))?)
+            }
+            (ColType::Json, ValueRef::Integer(i)) => Param::Json(i.into()),
+            (ColType::Json, ValueRef::Real(f)) => Param::Json(
+                serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+            ),
+            (ty, v) => {
+                return Err(DbError::Decode(format!(
+                    "column {i}: expected {ty:?}, found {:?}",
+                    v.data_type()
+                )));
+            }
+        };
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Whether a statement may change data (it then counts as a write of its job).
+fn is_write(sql: &str) -> bool {
+    let head = sql.trim_start();
+    !(head.starts_with("SELECT") || head.starts_with("select") || head.starts_with("WITH"))
+}
+
+/// Counts a successful write; refuses a second one in a single-write job before it runs.
+fn before_write(writes: &AtomicU32) -> Result<(), DbError> {
+    let w = writes.load(Ordering::Relaxed);
+    if w & super::SINGLE_WRITE != 0 && (w & !super::SINGLE_WRITE) >= 1 {
+        return Err(DbError::SecondWrite);
+    }
+    Ok(())
+}
+
+pub(super) fn execute(
+    conn: &Connection,
+    writes: &AtomicU32,
+    sql: &str,
+    params: &[Param],
+) -> Result<u64, DbError> {
+    before_write(writes)?;
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, params)?;
+    let n = stmt.raw_execute()?;
+    writes.fetch_add(1, Ordering::Relaxed);
+    Ok(n as u64)
+}
+
+pub(super) fn fetch(
+    conn: &Connection,
+    writes: &AtomicU32,
+    sql: &str,
+    params: &[Param],
+    cols: &[ColType],
+) -> Result<Vec<Values>, DbError> {
+    let write = is_write(sql);
+    if write {
+        before_write(writes)?;
+    }
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, params)?;
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row, cols)?);
+    }
+    if write {
+        writes.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(out)
+}
+
+pub(super) fn execute_script(
+    conn: &Connection,
+    writes: &AtomicU32,
+    sql: &str,
+) -> Result<(), DbError> {
+    before_write(writes)?;
+    conn.execute_batch(sql)?;
+    writes.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The columns of a violated unique index, if `e` is a unique violation:
+/// "UNIQUE constraint failed: c_posts.a, c_posts.b" → `["a", "b"]`.
+pub(super) fn unique_violation_fields(e: &rusqlite::Error) -> Option<Vec<String>> {
+    let rusqlite::Error::SqliteFailure(err, msg) = e else {
+        return None;
+    };
+    match err.extended_code {
+        rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => return Some(vec!["id".into()]),
+        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {}
+        _ => return None,
+    }
+    Some(
+        match msg.as_deref().and_then(|m| m.split_once("failed: ")) {
+            Some((_, cols)) => cols
+                .split(", ")
+                .map(|c| c.rsplit('.').next().unwrap_or(c).to_owned())
+                .collect(),
+            None => Vec::new(),
+        },
+    )
+}
+
+/// Whether SQLite gave up waiting for a lock (the caller may retry).
+pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A read job: runs on a reader thread with that thread's connection.
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Reader threads, each owning one read-only connection, taking jobs from one queue. A read
+/// request costs one hop to a reader and one back, however many statements it runs.
+pub(super) struct Readers {
+    tx: crossbeam_channel::Sender<ReadJob>,
+    runtime: Handle,
+}
+
+impl Readers {
+    pub(super) fn spawn(
+        path: &std::path::Path,
+        threads: u32,
+        sync: Synchronous,
+    ) -> Result<Readers, DbError> {
+        let (tx, rx) = crossbeam_channel::unbounded::<ReadJob>();
+        for n in 0..threads.max(1) {
+            let mut conn = open(path, true, sync)?;
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("fb-sqlite-read-{n}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        // A panicking request must not take the reader (and its cache) down;
+                        // its caller sees the reply channel close.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                    }
+                })
+                .map_err(|e| DbError::Config(format!("cannot start a reader thread: {e}")))?;
+        }
+        Ok(Readers {
+            tx,
+            runtime: Handle::current(),
+        })
+    }
+
+    pub(super) async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let runtime = self.runtime.clone();
+        let job: ReadJob = Box::new(move |conn: &mut Connection| {
+            let writes = AtomicU32::new(0);
+            // The statements inside complete synchronously; the runtime context is there for
+            // jobs that also await something of tokio's.
+            let out = runtime.block_on(f(Conn::Sqlite {
+                conn,
+                writes: &writes,
+            }));
+            let _ = reply_tx.send(out);
+        });
+        self.tx
+            .send(job)
+            .map_err(|_| E::from(DbError::WriterGone))?;
+        reply_rx.await.map_err(|_| E::from(DbError::WriterGone))?
+    }
+}
+
+/// Copies the WAL back into the database file every half second without blocking the writer
+/// (PASSIVE: it never waits for locks). SQLite restarts the WAL from its start once a
+/// checkpoint caught up, so the file stays bounded. Stops when `stop` is set.
+pub(super) fn spawn_checkpointer(conn: Connection, stop: Arc<AtomicBool>) -> Result<(), DbError> {
+    std::thread::Builder::new()
+        .name("fb-sqlite-checkpoint".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                    tracing::debug!(error = %e, "checkpoint skipped");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| DbError::Config(format!("cannot start the checkpointer: {e}")))
+}
