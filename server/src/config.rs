@@ -619,6 +619,24 @@ mod tests {
     }
 
     #[test]
+    fn database_synchronous_is_normal_or_full() {
+        let mut c = ServerConfig::default();
+        assert_eq!(
+            c.resolve().unwrap().synchronous,
+            crate::db::Synchronous::Normal
+        );
+        c.apply_env(env(&[("FERROBASE_DATABASE_SYNCHRONOUS", "full")]))
+            .unwrap();
+        assert_eq!(
+            c.resolve().unwrap().synchronous,
+            crate::db::Synchronous::Full
+        );
+        c.database.synchronous = "extra".into();
+        let err = c.resolve().unwrap_err().to_string();
+        assert!(err.contains("database.synchronous"), "{err}");
+    }
+
+    #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_size("1MiB"), Some(1 << 20));
         assert_eq!(parse_size("5MB"), Some(5_000_000));
