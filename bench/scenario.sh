@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # One extra closed-loop scenario, measured exactly like the shared bench.sh measures its own
 # (same wait-for-quiet, same load tool and flags, VmHWM reset, CPU accounting, same row format),
-# plus request headers, which bench.sh cannot send (the owner-rule list needs a token).
+# plus request headers, which bench.sh cannot send (the owner-rule list needs a token), and
+# one scenario at a time (run.sh uses it for a subset of bench.sh's scenarios under ONLY=).
 #
 #   bench/scenario.sh OUT_DIR SERVER_PID LABEL NAME URL [HEADER ...]
+#   METHOD=POST BODY='{"title": "x"}' bench/scenario.sh ...    # JSON body (Content-Type added)
 #
 # Appends one row to OUT_DIR/summary-extra.md:
 #   | label | req/s | p50 ms | p99 ms | requests | non-2xx+errors | VmHWM MiB | RSS after MiB | cpu |
-# Environment as bench.sh: DURATION, CONNS, LOAD_TOOL, QUIET_CORES, QUIET_MAX_WAIT, WRK_THREADS.
+# Environment as bench.sh: DURATION, CONNS, LOAD_TOOL, QUIET_CORES, QUIET_MAX_WAIT, WRK_THREADS;
+# METHOD (GET) and BODY (none). CONNS=1 WRK_THREADS=1 is one client on one keep-alive connection.
 set -euo pipefail
 
 OUT_DIR="$1" SERVER_PID="$2" LABEL="$3" NAME="$4" URL="$5"
 shift 5
 HEADERS=("$@")
+METHOD="${METHOD:-GET}" BODY="${BODY:-}"
+[[ -n "$BODY" ]] && HEADERS+=("Content-Type: application/json")
 DURATION="${DURATION:-10}" CONNS="${CONNS:-32}" LOAD_TOOL="${LOAD_TOOL:-auto}"
 QUIET_CORES="${QUIET_CORES:-0.25}" QUIET_MAX_WAIT="${QUIET_MAX_WAIT:-60}"
 log() { echo "[scenario] $*" >&2; }
@@ -44,8 +49,9 @@ wait_quiet() {  # same rule as bench.sh: < QUIET_CORES busy over 3 s, or give up
 }
 
 run_oha() {
-  local args=(-z "${DURATION}s" -c "$CONNS" -m GET -t 30s -w --no-tui --output-format json) h
+  local args=(-z "${DURATION}s" -c "$CONNS" -m "$METHOD" -t 30s -w --no-tui --output-format json) h
   for h in "${HEADERS[@]}"; do args+=(-H "$h"); done
+  [[ -n "$BODY" ]] && args+=(-d "$BODY")
   oha "${args[@]}" "$URL" >"$OUT_DIR/$NAME.json"
   jq -r '[ .summary.requestsPerSec,
            (.latencyPercentiles.p50 // 0) * 1000, (.latencyPercentiles.p99 // 0) * 1000,
@@ -56,7 +62,8 @@ run_oha() {
 run_wrk() {
   local lua="$OUT_DIR/$NAME.lua" h
   {
-    echo 'wrk.method = "GET"'
+    echo "wrk.method = \"$METHOD\""
+    [[ -n "$BODY" ]] && echo "wrk.body = [[$BODY]]"
     for h in "${HEADERS[@]}"; do
       printf 'wrk.headers["%s"] = "%s"\n' "${h%%:*}" "$(sed 's/^ *//' <<<"${h#*:}")"
     done
@@ -75,14 +82,16 @@ LUA
 }
 
 # One probe request first: the response (status, total, item count) goes next to the raw output,
-# so a wrong token or rule shows up as a failed probe, not as a fast table row of 401s.
-curl_h=(); for h in "${HEADERS[@]}"; do curl_h+=(-H "$h"); done
+# so a wrong token or rule shows up as a failed probe, not as a fast table row of 401s. (With a
+# body the probe is one more write, e.g. one more created record.)
+curl_h=(-X "$METHOD"); for h in "${HEADERS[@]}"; do curl_h+=(-H "$h"); done
+[[ -n "$BODY" ]] && curl_h+=(--data-binary "$BODY")
 code="$(curl -sS -o "$OUT_DIR/$NAME.probe.json" -w '%{http_code}' "${curl_h[@]}" "$URL")"
-[[ "$code" == 200 ]] || { log "$LABEL: probe answered HTTP $code: $(head -c 400 "$OUT_DIR/$NAME.probe.json")"; exit 1; }
+[[ "$code" == 2?? ]] || { log "$LABEL: probe answered HTTP $code: $(head -c 400 "$OUT_DIR/$NAME.probe.json")"; exit 1; }
 
 log "load average: $(cut -d' ' -f1-3 /proc/loadavg); busiest: $(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s %s%%; ", $2, $1}')"
 wait_quiet
-log "$LABEL: GET $URL (${DURATION}s, $CONNS conns, $LOAD_TOOL)"
+log "$LABEL: $METHOD $URL (${DURATION}s, $CONNS conns, $LOAD_TOOL)"
 echo 5 >"/proc/$SERVER_PID/clear_refs"
 times >"$OUT_DIR/.times0"
 t0=$(now_s); m0=$(machine_busy_s); s0=$(server_cpu_s)
