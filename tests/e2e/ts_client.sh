@@ -29,7 +29,7 @@ mkdir -p "$TS/gen"
 curl -fs "$BASE/v1/openapi.json" > "$TS/gen/openapi.json" || fail "GET /v1/openapi.json"
 (cd "$TS" && npx --no-install openapi-typescript gen/openapi.json -o gen/openapi-typescript/schema.ts) \
   >"$WORK/gen-oat.log" 2>&1 || { cat "$WORK/gen-oat.log"; fail "openapi-typescript"; }
-(cd "$TS" && npx --no-install openapi-ts -i gen/openapi.json -o gen/hey-api -c @hey-api/client-fetch) \
+(cd "$TS" && npx --no-install openapi-ts -i ./gen/openapi.json -o gen/hey-api -c @hey-api/client-fetch) \
   >"$WORK/gen-hey.log" 2>&1 || { cat "$WORK/gen-hey.log"; fail "@hey-api/openapi-ts"; }
 
 passed=0
