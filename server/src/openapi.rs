@@ -8,9 +8,10 @@
 //!   and when `sdk-spec/openapi.json` differs from [`generic_json`].
 //! - [`generic`] is the checked-in document (`ferrobase openapi > sdk-spec/openapi.json`).
 //! - [`for_collections`] adds one deployment's collections: concrete paths
-//!   (`/v1/collections/posts/records`) and typed schemas (`PostsRecord`, `PostsCreate`,
-//!   `PostsUpdate`, `PostsList`), served at `GET /v1/openapi.json` and printed by
-//!   `ferrobase openapi --project DIR`.
+//!   (`/v1/collections/posts/records`) and typed schemas (`PostsRecord`, `PostsPartial` for
+//!   `?fields=`, `PostsCreate`, `PostsUpdate`, `PostsList`), served at `GET /v1/openapi.json`
+//!   and printed by `ferrobase openapi --project DIR`. TypeScript clients generated from it
+//!   are type-checked in CI (`tests/e2e/ts_client.sh`).
 //!
 //! Problem responses (RFC 9457, `application/problem+json`) are added per operation from
 //! [`ERRORS`], grouped by status, each listing its stable `code`s in the description and in
@@ -610,9 +611,8 @@ impl utoipa::Modify for BearerAuth {
 // ---------------------------------------------------------------------------------------------
 // Shapes of bodies the handlers build with `json!` (documentation types only).
 
-/// An RFC 9457 problem. Besides the members below, a problem may carry: `position`
-/// (`invalid_filter`), `parameter` (`bad_request`), `line`/`column` (`invalid_json`), `current`
-/// (`version_mismatch`), `operation` (batch), `changes` (`destructive_change`).
+/// An RFC 9457 problem. The optional members come with the codes named on each; a later
+/// release may add members (the schema stays open).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct Problem {
@@ -633,6 +633,26 @@ pub struct Problem {
     errors: Option<BTreeMap<String, String>>,
     /// Same as the `X-Request-Id` response header.
     request_id: Option<String>,
+    /// `bad_request`: the query parameter or header that is malformed.
+    #[schema(required = false, example = "limit")]
+    parameter: String,
+    /// `invalid_filter`: where in `filter` the error is (a character offset from 0).
+    #[schema(required = false)]
+    position: u64,
+    /// `invalid_json`: where in the body the error is (from 1).
+    #[schema(required = false)]
+    line: u64,
+    #[schema(required = false)]
+    column: u64,
+    /// `version_mismatch`: the record as it is now (send its `version` as `If-Match` to retry).
+    #[schema(required = false)]
+    current: Record,
+    /// `POST /v1/batch`: the index (from 0) of the operation that failed.
+    #[schema(required = false)]
+    operation: u64,
+    /// `destructive_change`: the steps of the plan that lose data.
+    #[schema(required = false)]
+    changes: Vec<SchemaChange>,
 }
 
 /// Liveness.
@@ -1203,6 +1223,23 @@ pub fn generic() -> Value {
             s.insert("additionalProperties".into(), Value::Bool(true));
         }
     }
+    // Free-form objects: `{"type": "object"}` alone reads as "no properties" to generators
+    // (TypeScript: `Record<string, never>`), so say that any member is allowed.
+    for pointer in [
+        "/components/schemas/BatchOperation/properties/body",
+        "/paths/~1v1~1openapi.json/get/responses/200/content/application~1json/schema",
+    ] {
+        if let Some(Value::Object(s)) = doc.pointer_mut(pointer) {
+            s.insert("additionalProperties".into(), Value::Bool(true));
+        }
+    }
+    // Paths start with `/v1`, so the server is the origin the document was fetched from.
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert(
+            "servers".into(),
+            json!([{"url": "/", "description": "The origin this document is served from."}]),
+        );
+    }
     add_problems(&mut doc);
     doc
 }
@@ -1479,17 +1516,27 @@ fn collection_schemas(c: &Collection) -> Vec<(String, Value)> {
         };
         record_props.insert(name.clone(), stored.clone());
         record_required.push(name.clone());
-        let mut input = stored;
+        // A partial update changes only what it sends: no defaults there. On create the
+        // default is applied to an omitted field, so the field is optional; it is stated in
+        // `x-default` and the description, not as `default`, which openapi-typescript reads as
+        // "always present" and so would make the field required in the body.
+        let mut create = stored.clone();
         if let Some(d) = &field.default
-            && let Some(obj) = input.as_object_mut()
+            && let Some(obj) = create.as_object_mut()
         {
-            obj.insert("default".into(), d.clone());
+            obj.insert("x-default".into(), d.clone());
+            let note = format!("Default when omitted: `{d}`.");
+            let description = match obj.get("description").and_then(Value::as_str) {
+                Some(base) => format!("{base} {note}"),
+                None => note,
+            };
+            obj.insert("description".into(), Value::String(description));
         }
-        create_props.insert(name.clone(), input.clone());
+        create_props.insert(name.clone(), create);
         if field.required && field.default.is_none() {
             create_required.push(name.clone());
         }
-        update_props.insert(name.clone(), input);
+        update_props.insert(name.clone(), stored);
     }
     let expand = c
         .fields
@@ -1508,7 +1555,21 @@ fn collection_schemas(c: &Collection) -> Vec<(String, Value)> {
             }),
         );
     }
+    let partial_props = record_props.clone();
+    let one = json!({"anyOf": [
+        {"$ref": format!("#/components/schemas/{p}Record")},
+        {"$ref": format!("#/components/schemas/{p}Partial")},
+    ]});
     vec![
+        (
+            format!("{p}Partial"),
+            json!({
+                "type": "object",
+                "description": format!("A record of `{}` read with `?fields=`: `id` and the chosen fields only.", c.name),
+                "properties": partial_props,
+                "required": ["id"],
+            }),
+        ),
         (
             format!("{p}Record"),
             json!({
@@ -1541,9 +1602,9 @@ fn collection_schemas(c: &Collection) -> Vec<(String, Value)> {
             format!("{p}List"),
             json!({
                 "type": "object",
-                "description": format!("One page of `{}` records.", c.name),
+                "description": format!("One page of `{}` records (partial ones with `?fields=`).", c.name),
                 "properties": {
-                    "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{p}Record")}},
+                    "items": {"type": "array", "items": one},
                     "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; `null` on the last page."},
                     "total": {"type": "integer", "format": "int64", "description": "Matching records in all pages (only with `count=true`)."},
                 },
@@ -1563,12 +1624,20 @@ fn specialise(generic_op: &Value, c: &Collection, action: &str) -> Value {
     obj.insert("operationId".into(), json!(format!("{action}_{}", c.name)));
     obj.insert("tags".into(), json!([c.name]));
     if let Some(Value::Array(params)) = obj.get_mut("parameters") {
-        // The collection is in the path now; projections would break the typed record.
-        params.retain(|prm| {
-            let name = prm.get("name").and_then(Value::as_str).unwrap_or("");
-            name != "collection" && name != "fields"
-        });
+        // The collection is in the path now.
+        params.retain(|prm| prm.get("name").and_then(Value::as_str) != Some("collection"));
         for prm in params.iter_mut() {
+            if prm.get("name").and_then(Value::as_str) == Some("fields") {
+                prm["description"] = json!(format!(
+                    "Comma-separated fields to return (`id` is always included): {}. The response \
+                     is then a `{p}Partial`.",
+                    c.fields
+                        .keys()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             if prm.get("name").and_then(Value::as_str) == Some("expand") {
                 let rels: Vec<&String> = c
                     .fields
@@ -1610,7 +1679,12 @@ fn specialise(generic_op: &Value, c: &Collection, action: &str) -> Value {
             "200",
             json!({"$ref": format!("#/components/schemas/{p}List")}),
         ),
-        "view" | "update" => set_body(obj, "200", rec),
+        "view" => set_body(
+            obj,
+            "200",
+            json!({"anyOf": [rec, {"$ref": format!("#/components/schemas/{p}Partial")}]}),
+        ),
+        "update" => set_body(obj, "200", rec),
         "create" => {
             set_body(obj, "201", rec);
             if let Some(created) = obj.get_mut("responses").and_then(|r| r.get_mut("201")) {

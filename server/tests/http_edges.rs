@@ -13,7 +13,115 @@ on_both!(
     framework_rejections_are_problems,
     schema_flags_must_be_an_object,
     invalid_body_beats_stale_version,
+    cors_preflight_lists_the_requested_headers,
+    cors_responses_expose_client_headers,
 );
+
+/// The names in a comma-separated header, lowercased.
+fn header_list(r: &common::Resp, name: &str) -> Vec<String> {
+    r.headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// `Access-Control-Allow-Headers: *` does not cover `Authorization` (Fetch standard), and
+/// `X-Client-*` cannot be a wildcard: a preflight is answered with the headers it asks for.
+async fn cors_preflight_lists_the_requested_headers(s: &TestServer) {
+    let asked = "authorization,if-match,idempotency-key,x-client-version";
+    let r = s
+        .request_with(
+            Method::OPTIONS,
+            "/v1/collections/posts/records/0190c0de-0000-7000-8000-000000000000",
+            None,
+            None,
+            &[
+                ("Origin", "https://app.example"),
+                ("Access-Control-Request-Method", "PATCH"),
+                ("Access-Control-Request-Headers", asked),
+            ],
+        )
+        .await;
+    assert!(r.status.is_success(), "preflight: {}", r.status);
+    let allowed = header_list(&r, "access-control-allow-headers");
+    for h in asked.split(',') {
+        assert!(allowed.contains(&h.to_owned()), "{h} not in {allowed:?}");
+    }
+    assert!(!allowed.contains(&"*".to_owned()), "{allowed:?}");
+    assert!(header_list(&r, "access-control-allow-methods").contains(&"patch".to_owned()));
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    // Caches must key the answer on the requested headers.
+    assert!(
+        header_list(&r, "vary").contains(&"access-control-request-headers".to_owned()),
+        "{:?}",
+        r.headers
+    );
+
+    // Other client headers are answered the same way.
+    let r = s
+        .request_with(
+            Method::OPTIONS,
+            "/v1/auth/login",
+            None,
+            None,
+            &[
+                ("Origin", "https://app.example"),
+                ("Access-Control-Request-Method", "POST"),
+                (
+                    "Access-Control-Request-Headers",
+                    "content-type,x-client-platform,x-client-build",
+                ),
+            ],
+        )
+        .await;
+    let allowed = header_list(&r, "access-control-allow-headers");
+    for h in ["content-type", "x-client-platform", "x-client-build"] {
+        assert!(allowed.contains(&h.to_owned()), "{h} not in {allowed:?}");
+    }
+}
+
+/// A cross-origin response lets the app read the headers it needs (`*` is not used).
+async fn cors_responses_expose_client_headers(s: &TestServer) {
+    let token = s.admin().await;
+    s.post(
+        "/v1/admin/schema/apply",
+        Some(&token),
+        json!({"collections": blog_schema()}),
+    )
+    .await
+    .expect(200);
+    let id = s
+        .post(
+            "/v1/collections/posts/records",
+            Some(&token),
+            json!({"title": "hello"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .request_with(
+            Method::GET,
+            &format!("/v1/collections/posts/records/{id}"),
+            None,
+            None,
+            &[("Origin", "https://app.example")],
+        )
+        .await;
+    r.expect(200);
+    assert!(r.headers.get("etag").is_some());
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+    let exposed = header_list(&r, "access-control-expose-headers");
+    for h in ["etag", "retry-after", "idempotent-replayed", "x-request-id"] {
+        assert!(exposed.contains(&h.to_owned()), "{h} not in {exposed:?}");
+    }
+    assert!(!exposed.contains(&"*".to_owned()), "{exposed:?}");
+}
 
 async fn framework_rejections_are_problems(s: &TestServer) {
     let token = s.admin().await;

@@ -459,3 +459,338 @@ async fn a_deployment_serves_typed_schemas_and_concrete_paths() {
     }
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Defects found by generating TypeScript clients (openapi-typescript, @hey-api/openapi-ts)
+// from a deployment's document; tests/e2e/ts_client.sh type-checks such clients.
+
+/// A partial update has no defaults (openapi-typescript makes a property with `default`
+/// required, so an app obeying its types would overwrite the field). A create states its
+/// defaults without the `default` keyword, and a field with a default is optional.
+#[test]
+fn update_bodies_have_no_defaults_and_create_defaults_stay_optional() {
+    let doc = openapi::for_collections(&photoshare());
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut updates = 0;
+    for (name, schema) in schemas {
+        if !(name.ends_with("Update") || name.ends_with("Create")) {
+            continue;
+        }
+        for (field, prop) in schema["properties"].as_object().unwrap() {
+            assert!(
+                prop.get("default").is_none(),
+                "{name}.{field} has a `default`: {prop}"
+            );
+        }
+        updates += usize::from(name.ends_with("Update"));
+    }
+    assert!(updates >= 4, "only {updates} Update schemas");
+    let create = &schemas["PostsCreate"];
+    let required: Vec<&str> = create["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for (field, default) in [("visibility", json!("public")), ("likes", json!(0))] {
+        let prop = &create["properties"][field];
+        assert!(!required.contains(&field), "{field} has a default");
+        assert_eq!(prop["x-default"], default, "{field}: {prop}");
+        assert!(
+            prop["description"]
+                .as_str()
+                .unwrap()
+                .contains("Default when omitted"),
+            "{field}: {prop}"
+        );
+        let update = &schemas["PostsUpdate"]["properties"][field];
+        assert!(update.get("x-default").is_none(), "{field}: {update}");
+    }
+}
+
+/// `{"type": "object"}` alone is an object with no properties to generators: the batch body and
+/// the document itself must allow any member.
+#[test]
+fn free_form_objects_allow_any_member() {
+    for doc in [openapi::generic(), openapi::for_collections(&photoshare())] {
+        assert_eq!(
+            doc["components"]["schemas"]["BatchOperation"]["properties"]["body"],
+            json!({"type": "object", "description": "The record body (create and update).",
+                   "additionalProperties": true})
+        );
+        assert_eq!(
+            doc["paths"]["/v1/openapi.json"]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"],
+            json!({"type": "object", "additionalProperties": true})
+        );
+    }
+}
+
+/// Both documents name a server: relative, the origin they are served from (paths carry `/v1`).
+#[test]
+fn documents_name_a_server() {
+    for doc in [openapi::generic(), openapi::for_collections(&photoshare())] {
+        assert_eq!(doc["servers"][0]["url"], "/", "{}", doc["servers"]);
+        assert_eq!(doc["servers"].as_array().unwrap().len(), 1);
+    }
+}
+
+fn param<'a>(op: &'a Value, name: &str) -> Option<&'a Value> {
+    op["parameters"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+/// Resolves `{"$ref": "#/…"}` once.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => doc.pointer(&r[1..]).unwrap(),
+        None => schema,
+    }
+}
+
+/// A JSON value's type as JSON Schema names it.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::String(_) => "string",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "boolean",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `value` has every required member of `schema` (an object schema) and no member it does not
+/// list, each of a declared type (`type`, or the branches of `anyOf`).
+fn conforms(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
+    let schema = resolve(doc, schema);
+    let obj = value.as_object().ok_or("not an object")?;
+    for key in schema["required"].as_array().into_iter().flatten() {
+        let key = key.as_str().unwrap();
+        if !obj.contains_key(key) {
+            return Err(format!("lacks required `{key}`"));
+        }
+    }
+    for (key, v) in obj {
+        let Some(prop) = schema["properties"].get(key) else {
+            if schema["additionalProperties"] == true {
+                continue;
+            }
+            return Err(format!("`{key}` is not in the schema"));
+        };
+        let mut types: Vec<&str> = match &prop["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        for branch in prop["anyOf"].as_array().into_iter().flatten() {
+            types.extend(branch["type"].as_str());
+        }
+        let k = kind(v);
+        if !types.is_empty()
+            && !types.contains(&k)
+            && !(k == "integer" && types.contains(&"number"))
+        {
+            return Err(format!("`{key}` is {k}, schema says {prop}"));
+        }
+    }
+    Ok(())
+}
+
+/// The typed list and view operations take `fields`, and what they answer with it conforms to
+/// one of their documented response schemas (a partial record), as does a full record.
+async fn typed_operations_take_fields(s: &TestServer) {
+    let token = s.admin().await;
+    let collections = serde_json::to_value(photoshare()).unwrap();
+    s.post(
+        "/v1/admin/schema/apply",
+        Some(&token),
+        json!({ "collections": collections }),
+    )
+    .await
+    .expect(200);
+    let doc = s.get("/v1/openapi.json", None).await.expect(200).clone();
+    let list = &doc["paths"]["/v1/collections/posts/records"]["get"];
+    let view = &doc["paths"]["/v1/collections/posts/records/{id}"]["get"];
+    for op in [list, view] {
+        let fields = param(op, "fields").unwrap_or_else(|| panic!("no `fields`: {op}"));
+        assert_eq!(fields["in"], "query");
+        assert_eq!(fields["schema"]["type"], "string");
+        assert!(
+            fields["description"]
+                .as_str()
+                .unwrap()
+                .contains("`caption`")
+        );
+    }
+    let view_schemas: Vec<Value> =
+        view["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("view answers one schema: {view}"))
+            .clone();
+    let list_schema = &doc["components"]["schemas"]["PostsList"];
+    let item_schemas: Vec<Value> = list_schema["properties"]["items"]["items"]["anyOf"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(view_schemas, item_schemas);
+
+    let profile = s
+        .post(
+            "/v1/collections/profiles/records",
+            Some(&token),
+            json!({"owner": "u1", "username": "ada"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = s
+        .post(
+            "/v1/collections/posts/records",
+            Some(&token),
+            json!({"owner": "u1", "author": profile, "caption": "hi"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let matches = |value: &Value| -> Vec<String> {
+        view_schemas
+            .iter()
+            .filter(|sch| conforms(&doc, sch, value).is_ok())
+            .map(|sch| sch["$ref"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let full = s
+        .get(&format!("/v1/collections/posts/records/{post}"), None)
+        .await
+        .expect(200)
+        .clone();
+    assert!(
+        matches(&full).contains(&"#/components/schemas/PostsRecord".to_owned()),
+        "{full}"
+    );
+    let partial = s
+        .get(
+            &format!("/v1/collections/posts/records/{post}?fields=caption"),
+            None,
+        )
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(partial, json!({"id": post, "caption": "hi"}));
+    assert_eq!(
+        matches(&partial),
+        ["#/components/schemas/PostsPartial"],
+        "{partial}"
+    );
+    let page = s
+        .get("/v1/collections/posts/records?fields=caption,likes", None)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(
+        page["items"],
+        json!([{"id": post, "caption": "hi", "likes": 0}])
+    );
+    conforms(&doc, list_schema, &page).unwrap();
+    for item in page["items"].as_array().unwrap() {
+        assert_eq!(matches(item), ["#/components/schemas/PostsPartial"]);
+    }
+}
+
+/// The problem members clients read are typed in the Problem schema, and problems as served
+/// carry them with those types.
+async fn problem_members_are_typed(s: &TestServer) {
+    let doc = openapi::generic();
+    let problem = &doc["components"]["schemas"]["Problem"];
+    let props = &problem["properties"];
+    for (member, ty) in [
+        ("parameter", "string"),
+        ("position", "integer"),
+        ("operation", "integer"),
+        ("line", "integer"),
+        ("column", "integer"),
+        ("changes", "array"),
+    ] {
+        assert_eq!(props[member]["type"], ty, "{member}: {}", props[member]);
+    }
+    assert_eq!(props["current"]["$ref"], "#/components/schemas/Record");
+    let required: Vec<&str> = problem["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(required, ["type", "status", "code", "title", "detail"]);
+
+    let token = s.admin().await;
+    s.post(
+        "/v1/admin/schema/apply",
+        Some(&token),
+        json!({"collections": common::blog_schema()}),
+    )
+    .await
+    .expect(200);
+    let id = s
+        .post(
+            "/v1/collections/posts/records",
+            Some(&token),
+            json!({"title": "hello"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let schema = json!({"$ref": "#/components/schemas/Problem"});
+    let check = |body: &Value, member: &str| {
+        assert!(body.get(member).is_some(), "no `{member}`: {body}");
+        conforms(&doc, &schema, body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    };
+    let bad = s
+        .get("/v1/collections/posts/records?limit=0", Some(&token))
+        .await;
+    check(bad.problem(400, "bad_request"), "parameter");
+    let filter = s
+        .get(
+            "/v1/collections/posts/records?filter=title%20%3D%3D",
+            Some(&token),
+        )
+        .await;
+    check(filter.problem(400, "invalid_filter"), "position");
+    let stale = s
+        .request_with(
+            Method::PATCH,
+            &format!("/v1/collections/posts/records/{id}"),
+            Some(&token),
+            Some(json!({"title": "new"})),
+            &[("If-Match", "\"7\"")],
+        )
+        .await;
+    let body = stale.problem(412, "version_mismatch");
+    check(body, "current");
+    conforms(&doc, &props["current"], &body["current"]).unwrap();
+    assert_eq!(body["current"]["id"], id.as_str());
+    let batch = s
+        .post(
+            "/v1/batch",
+            Some(&token),
+            json!({"operations": [
+                {"method": "POST", "path": "/v1/collections/posts/records", "body": {"title": "a"}},
+                {"method": "POST", "path": "/v1/collections/posts/records", "body": {"nope": 1}},
+            ]}),
+        )
+        .await;
+    let body = batch.problem(422, "validation_failed");
+    check(body, "operation");
+    assert_eq!(body["operation"], 1);
+}
+
+on_both!(typed_operations_take_fields, problem_members_are_typed);

@@ -11,13 +11,13 @@ pub mod records;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, Any, CorsLayer};
 
 use crate::catalog::CatalogHandle;
 use crate::config::Settings;
@@ -91,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(middleware::request_id))
 }
 
+/// Response headers a browser app may read besides the CORS-safelisted ones.
+pub const EXPOSED_HEADERS: [&str; 4] =
+    ["etag", "retry-after", "idempotent-replayed", "x-request-id"];
+
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let base = CorsLayer::new()
         .allow_methods([
@@ -101,8 +105,11 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers(Any)
-        .expose_headers(Any);
+        // Mirror what the preflight asks for: `*` would not cover `Authorization` (Fetch
+        // standard), and the `X-Client-*` headers cannot be a wildcard either.
+        .allow_headers(AllowHeaders::mirror_request())
+        // Listed, not `*`: the headers a browser app must be able to read.
+        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static));
     if origins.iter().any(|o| o == "*") {
         base.allow_origin(Any)
     } else {
