@@ -590,10 +590,9 @@ fn conforms(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
             types.extend(branch["type"].as_str());
         }
         let k = kind(v);
-        if !types.is_empty()
-            && !types.contains(&k)
-            && !(k == "integer" && types.contains(&"number"))
-        {
+        // An integer also satisfies `number`.
+        let integer_as_number = k == "integer" && types.contains(&"number");
+        if !types.is_empty() && !types.contains(&k) && !integer_as_number {
             return Err(format!("`{key}` is {k}, schema says {prop}"));
         }
     }
