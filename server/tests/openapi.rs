@@ -590,10 +590,9 @@ fn conforms(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
             types.extend(branch["type"].as_str());
         }
         let k = kind(v);
-        if !types.is_empty()
-            && !types.contains(&k)
-            && !(k == "integer" && types.contains(&"number"))
-        {
+        let declared =
+            types.is_empty() || types.contains(&k) || (k == "integer" && types.contains(&"number"));
+        if !declared {
             return Err(format!("`{key}` is {k}, schema says {prop}"));
         }
     }
