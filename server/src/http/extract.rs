@@ -266,8 +266,14 @@ fn shape_problem(path: &str, message: &str) -> (String, String) {
         return (format!("{prefix}{name}"), "is required".to_owned());
     }
     if let Some(name) = quoted("unknown field ") {
-        let name: String = name.chars().take(64).collect();
-        return (format!("{prefix}{name}"), "is not a known field".to_owned());
+        // The path already ends with the unknown key itself.
+        let field = if path.ends_with(name.as_str()) {
+            path.to_owned()
+        } else {
+            format!("{prefix}{name}")
+        };
+        let field: String = field.chars().take(128).collect();
+        return (field, "is not a known field".to_owned());
     }
     let field = if prefix.is_empty() {
         "body".to_owned()
