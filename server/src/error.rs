@@ -240,8 +240,31 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A PostgreSQL data exception (SQLSTATE class 22: a NUL byte in text `22021`, `\u0000` in
+/// jsonb `22P05`, a number out of range, …) is the request's fault, not the server's: 400
+/// `bad_request`. Request paths validate such input first with a field-named 422; this is the
+/// backstop so a value that slips past them is never a 500. The cause is still logged.
+fn data_exception(e: &DbError) -> Option<Error> {
+    let DbError::Sqlx(sqlx::Error::Database(db)) = e else {
+        return None;
+    };
+    let code = db.code()?;
+    // SQLSTATEs are five characters; SQLite's numeric codes never look like `22…` of length 5.
+    if code.len() != 5 || !code.starts_with("22") {
+        return None;
+    }
+    let mut err = Error::bad_request(
+        "A value in the request cannot be stored or compared (for example text containing U+0000).",
+    );
+    err.cause = Some(format!("data exception {code}: {}", db.message()));
+    Some(err)
+}
+
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
+        if let Some(err) = data_exception(&e) {
+            return err;
+        }
         if e.is_transient() {
             let mut err = Error::new(Code::Unavailable, "The database is busy; retry shortly.");
             err.cause = Some(e.to_string());

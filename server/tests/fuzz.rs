@@ -19,11 +19,14 @@ fn arb_json() -> impl Strategy<Value = Value> {
         ".{0,40}".prop_map(Value::from),
         Just(json!("2026-01-31T12:00:00Z")),
         Just(json!("0196f1d2-9d4e-7c1a-9a4e-4f2d7e9b1c3a")),
+        // PostgreSQL text and jsonb cannot hold U+0000: always a 422, never a 500.
+        Just(json!("a\u{0}b")),
+        ".{0,8}\u{0}.{0,8}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
-            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+            prop::collection::btree_map("[a-z_\u{0}]{1,8}", inner, 0..6)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
@@ -65,6 +68,7 @@ fn arb_filter() -> impl Strategy<Value = String> {
         Just("null".to_owned()),
         Just("true".to_owned()),
         Just("['a', 1]".to_owned()),
+        Just("'a\u{0}b'".to_owned()),
         "[ -~]{0,6}",
     ];
     let op = prop_oneof![

@@ -14,32 +14,64 @@ use crate::error::{Code, Error};
 
 /// The authenticated caller. A missing token is anonymous; an invalid or expired one is 401,
 /// never silently anonymous.
+///
+/// The [`authenticate`] middleware resolves the token once for every route (so a public route
+/// such as signup refuses a bad token too) and leaves the result in the request extensions;
+/// this extractor takes it from there.
 pub struct Auth(pub Principal);
+
+/// The caller as resolved by [`authenticate`].
+#[derive(Clone)]
+struct Resolved(Principal);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Auth(Principal::Anonymous));
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| Error::unauthenticated("The Authorization header is not valid text."))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or_else(|| Error::unauthenticated("Use `Authorization: Bearer <token>`."))?;
-        if token.starts_with(crate::admin::TOKEN_PREFIX) && token.len() <= 128 {
-            return crate::admin::resolve_token(&state.db, token)
-                .await
-                .map(Auth);
+        if let Some(Resolved(p)) = parts.extensions.get::<Resolved>() {
+            return Ok(Auth(p.clone()));
         }
-        if token.starts_with(crate::apikeys::PREFIX) && token.len() <= 128 {
-            return crate::apikeys::resolve(&state.db, token).await.map(Auth);
+        resolve(&parts.headers, state).await.map(Auth)
+    }
+}
+
+/// The caller named by the `Authorization` header: anonymous without one, else 401 unless
+/// the token is valid.
+async fn resolve(headers: &axum::http::HeaderMap, state: &AppState) -> Result<Principal, Error> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Principal::Anonymous);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Error::unauthenticated("The Authorization header is not valid text."))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Error::unauthenticated("Use `Authorization: Bearer <token>`."))?;
+    if token.starts_with(crate::admin::TOKEN_PREFIX) && token.len() <= 128 {
+        return crate::admin::resolve_token(&state.db, token).await;
+    }
+    if token.starts_with(crate::apikeys::PREFIX) && token.len() <= 128 {
+        return crate::apikeys::resolve(&state.db, token).await;
+    }
+    state.auth().principal(token).await
+}
+
+/// Middleware on every `/v1` route that takes credentials (all but health and readiness): an
+/// invalid or expired token is 401 on any of them, public ones included, never anonymous.
+pub async fn authenticate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match resolve(req.headers(), &state).await {
+        Ok(p) => {
+            req.extensions_mut().insert(Resolved(p));
+            next.run(req).await
         }
-        state.auth().principal(token).await.map(Auth)
+        Err(e) => e.into_response(),
     }
 }
 
@@ -145,7 +177,8 @@ impl FromRequest<AppState> for JsonObject {
     }
 }
 
-/// A JSON body of a known shape; a shape mismatch is 422 naming what is wrong.
+/// A JSON body of a known shape; a shape mismatch is 422 naming what is wrong, and so is
+/// a string holding U+0000 (PostgreSQL text cannot store it; both dialects refuse it alike).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -153,13 +186,107 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
         let value = read_json(req, state).await?;
-        serde_json::from_value(value).map(JsonBody).map_err(|e| {
-            Error::new(
-                Code::ValidationFailed,
-                format!("The body does not have the expected shape: {e}"),
-            )
-        })
+        reject_nul(&value)?;
+        decode(value).map(JsonBody)
     }
+}
+
+/// What a field holding U+0000 is told.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// 422 `validation_failed` naming the first string (value or key) that holds U+0000, by its
+/// path (`email`, `data.name`, `collections[0].rules.list`).
+pub fn reject_nul(value: &Value) -> Result<(), Error> {
+    fn find(v: &Value, path: &mut Vec<String>) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().enumerate().any(|(i, x)| {
+                path.push(format!("[{i}]"));
+                let hit = find(x, path);
+                if !hit {
+                    path.pop();
+                }
+                hit
+            }),
+            Value::Object(m) => m.iter().any(|(k, x)| {
+                path.push(k.chars().filter(|c| *c != '\0').take(64).collect());
+                let hit = k.contains('\0') || find(x, path);
+                if !hit {
+                    path.pop();
+                }
+                hit
+            }),
+            _ => false,
+        }
+    }
+    let mut path = Vec::new();
+    if find(value, &mut path) {
+        let mut name = String::new();
+        for part in &path {
+            if !name.is_empty() && !part.starts_with('[') {
+                name.push('.');
+            }
+            name.push_str(part);
+        }
+        if name.is_empty() {
+            name = "body".to_owned();
+        }
+        return Err(Error::field(&name, NUL_MESSAGE));
+    }
+    Ok(())
+}
+
+/// A JSON value into a body type; a mismatch is 422 `validation_failed` whose `errors` name
+/// the field: a missing or unknown one by its own name, a mistyped one by its path.
+pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let (field, text) = shape_problem(&path, &message);
+        let mut err = Error::field(&field, text);
+        err.detail = format!("The body does not have the expected shape: {message}");
+        err
+    })
+}
+
+/// (field, message) for one serde error at `path` (`.` when at the top).
+fn shape_problem(path: &str, message: &str) -> (String, String) {
+    let prefix = if path == "." || path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}.")
+    };
+    let quoted = |after: &str| -> Option<String> {
+        let rest = message.strip_prefix(after)?;
+        let rest = rest.strip_prefix('`')?;
+        rest.split_once('`').map(|(name, _)| name.to_owned())
+    };
+    if let Some(name) = quoted("missing field ") {
+        return (format!("{prefix}{name}"), "is required".to_owned());
+    }
+    if let Some(name) = quoted("unknown field ") {
+        // The path already ends with the unknown key itself.
+        let field = if path.ends_with(name.as_str()) {
+            path.to_owned()
+        } else {
+            format!("{prefix}{name}")
+        };
+        let field: String = field.chars().take(128).collect();
+        return (field, "is not a known field".to_owned());
+    }
+    let field = if prefix.is_empty() {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    };
+    // serde's own wording (`invalid type: integer `1`, expected a string`) without a position.
+    let text = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned();
+    (field, text)
 }
 
 /// `If-Match: "3"` → `Some(3)`.

@@ -129,3 +129,41 @@ pub async fn global_rate_limit(
     }
     next.run(req).await
 }
+
+/// A URI holding `%00` (U+0000): no id, name or query value may carry it (PostgreSQL text
+/// cannot), so it is refused up front the same way on both dialects: in the path → 404 (no
+/// such resource can exist), in the query → 400 `bad_request` naming the parameter.
+pub async fn reject_nul_in_uri(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    if has_nul(uri.path()) {
+        return Error::not_found("No such resource: the path contains U+0000.").into_response();
+    }
+    if let Some(query) = uri.query()
+        && let Some(pair) = query.split('&').find(|pair| has_nul(pair))
+    {
+        let name: String = pair
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(64)
+            .collect();
+        let name = if has_nul(&name) {
+            "query".to_owned()
+        } else {
+            name
+        };
+        return Error::bad_request(format!(
+            "Invalid `{name}`: must not contain the NUL character (U+0000)."
+        ))
+        .with("parameter", name)
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn has_nul(raw: &str) -> bool {
+    raw.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+}

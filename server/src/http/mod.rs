@@ -55,8 +55,6 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.settings.cors_origins);
     let limits = (state.limits.clone(), state.settings.trust_proxy);
     let v1 = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/admin/auth/login", post(admin::login))
         .route("/admin/schema", get(admin::get_schema))
@@ -75,7 +73,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/batch", post(records::batch))
         .merge(auth::routes())
-        .merge(admin_ops::routes());
+        .merge(admin_ops::routes())
+        // Every route above checks a sent token, public ones too; health and readiness
+        // (below) ignore credentials.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::authenticate,
+        ))
+        .route("/health", get(health))
+        .route("/ready", get(ready));
     Router::new()
         .nest("/v1", v1)
         .fallback(middleware::not_found)
@@ -85,6 +91,7 @@ pub fn router(state: AppState) -> Router {
             limits,
             middleware::global_rate_limit,
         ))
+        .layer(axum::middleware::from_fn(middleware::reject_nul_in_uri))
         .layer(axum::middleware::from_fn(middleware::problem_shapes))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(cors)

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::extract::{Auth, JsonBody, JsonObject, if_match};
+use super::extract::{Auth, JsonObject, if_match};
 use crate::catalog::Catalog;
 use crate::error::{Code, Error};
 use crate::records::list::{ListQuery, decorate, list_in, parse_expand, parse_fields};
@@ -223,6 +223,11 @@ enum Planned {
 }
 
 fn plan_op(op: BatchOperation) -> Result<Planned, Error> {
+    if op.path.contains('\0') {
+        return Err(Error::not_found(
+            "No such resource: the path contains U+0000.",
+        ));
+    }
     let path = op.path.split('?').next().unwrap_or("");
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let body = || match op.body.clone() {
@@ -264,8 +269,11 @@ fn tag(index: usize) -> impl Fn(Error) -> Error {
 pub async fn batch(
     State(state): State<AppState>,
     Auth(principal): Auth,
-    JsonBody(req): JsonBody<BatchRequest>,
+    JsonObject(body): JsonObject,
 ) -> Result<Response, Error> {
+    // Decoded here rather than by `JsonBody`: a record body's own problems (U+0000 included)
+    // are reported per operation, with its index, by the record validation.
+    let req: BatchRequest = super::extract::decode(Value::Object(body))?;
     if req.operations.is_empty() || req.operations.len() > MAX_BATCH {
         return Err(Error::field(
             "operations",

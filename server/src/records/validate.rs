@@ -72,6 +72,11 @@ pub fn validate(
             }
             continue;
         };
+        if holds_nul(&value) {
+            // PostgreSQL text and jsonb cannot hold U+0000: refused on both dialects alike.
+            errors.insert(name.clone(), crate::http::extract::NUL_MESSAGE.to_owned());
+            continue;
+        }
         if value.is_null() {
             if field.required {
                 errors.insert(name.clone(), "is required".to_owned());
@@ -107,6 +112,16 @@ pub fn validate(
         Ok(Validated { values, relations })
     } else {
         Err(Error::validation(errors))
+    }
+}
+
+/// Whether any string in `v` (a value or an object key) contains U+0000.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(m) => m.iter().any(|(k, x)| k.contains('\0') || holds_nul(x)),
+        _ => false,
     }
 }
 
