@@ -92,25 +92,7 @@ async fn cors_preflight_lists_the_requested_headers(s: &TestServer) {
 
 /// A cross-origin response lets the app read the headers it needs (`*` is not used).
 async fn cors_responses_expose_client_headers(s: &TestServer) {
-    let token = s.admin().await;
-    s.post(
-        "/v1/admin/schema/apply",
-        Some(&token),
-        json!({"collections": blog_schema()}),
-    )
-    .await
-    .expect(200);
-    let id = s
-        .post(
-            "/v1/collections/posts/records",
-            Some(&token),
-            json!({"title": "hello"}),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, id) = s.blog_post("hello").await;
     let r = s
         .request_with(
             Method::GET,
@@ -131,25 +113,7 @@ async fn cors_responses_expose_client_headers(s: &TestServer) {
 }
 
 async fn framework_rejections_are_problems(s: &TestServer) {
-    let token = s.admin().await;
-    s.post(
-        "/v1/admin/schema/apply",
-        Some(&token),
-        json!({"collections": blog_schema()}),
-    )
-    .await
-    .expect(200);
-    let id = s
-        .post(
-            "/v1/collections/posts/records",
-            Some(&token),
-            json!({"title": "hello"}),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (token, id) = s.blog_post("hello").await;
 
     // Repeated query parameters: axum's `Query` refuses them; the answer is still a problem.
     for path in [
@@ -227,25 +191,7 @@ async fn schema_flags_must_be_an_object(s: &TestServer) {
 }
 
 async fn invalid_body_beats_stale_version(s: &TestServer) {
-    let token = s.admin().await;
-    s.post(
-        "/v1/admin/schema/apply",
-        Some(&token),
-        json!({"collections": blog_schema()}),
-    )
-    .await
-    .expect(200);
-    let id = s
-        .post(
-            "/v1/collections/posts/records",
-            Some(&token),
-            json!({"title": "v1"}),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (token, id) = s.blog_post("v1").await;
     let path = format!("/v1/collections/posts/records/{id}");
     s.patch(&path, Some(&token), json!({"title": "v2"}))
         .await

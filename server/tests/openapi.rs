@@ -729,25 +729,7 @@ async fn problem_members_are_typed(s: &TestServer) {
         .collect();
     assert_eq!(required, ["type", "status", "code", "title", "detail"]);
 
-    let token = s.admin().await;
-    s.post(
-        "/v1/admin/schema/apply",
-        Some(&token),
-        json!({"collections": common::blog_schema()}),
-    )
-    .await
-    .expect(200);
-    let id = s
-        .post(
-            "/v1/collections/posts/records",
-            Some(&token),
-            json!({"title": "hello"}),
-        )
-        .await
-        .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (token, id) = s.blog_post("hello").await;
     let schema = json!({"$ref": "#/components/schemas/Problem"});
     let check = |body: &Value, member: &str| {
         assert!(body.get(member).is_some(), "no `{member}`: {body}");

@@ -339,6 +339,25 @@ impl TestServer {
             .clone()
     }
 
+    /// Applies [`blog_schema`] and creates one post titled `title` as the owner admin:
+    /// (admin token, post id). The set-up most HTTP-edge scenarios start from.
+    pub async fn blog_post(&self, title: &str) -> (String, String) {
+        let token = self.admin().await;
+        self.apply(blog_schema()).await;
+        let id = self
+            .post(
+                "/v1/collections/posts/records",
+                Some(&token),
+                json!({"title": title}),
+            )
+            .await
+            .expect(201)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (token, id)
+    }
+
     /// Applies collections (JSON, same shape as the TOML) and asserts success.
     pub async fn apply(&self, collections: Value) -> Value {
         let token = self.admin().await;
