@@ -47,7 +47,8 @@ run_scenario() {
   [[ $rc == 2 ]] || fail "invalid project gave exit $rc, want 2"
   grep -q "posts.toml" "$work/err.txt" || fail "error does not name the file: $(cat "$work/err.txt")"
   cp "$work/posts.bak" "$work/myapp/collections/posts.toml"
-  "$BIN" schema history --server "$base" | grep -q "v1" || fail "history"
+  history_out="$("$BIN" schema history --server "$base")" || fail "schema history exited non-zero"
+  grep -q "v1" <<<"$history_out" || fail "history"
   # pull mirrors the server into a folder that then plans to nothing
   mkdir -p "$work/pulled" && cp "$work/myapp/ferrobase.toml" "$work/pulled/"
   (cd "$work/pulled" && "$BIN" pull && "$BIN" plan --detailed-exitcode >/dev/null) || fail "pull then plan is not a no-op"
@@ -83,7 +84,10 @@ run_scenario() {
   kill -TERM "$pid"; wait "$pid" || fail "non-zero exit after SIGTERM"
 
   echo "-- $label: audit verify (offline)"
-  "$BIN" audit verify "${db_args[@]}" | grep -q "intact" || fail "audit verify"
+  # Captured first: `cmd | grep -q` closes the pipe at the first match, and the CLI's next
+  # line (the head hash) would then fail on a broken pipe under pipefail.
+  verify_out="$("$BIN" audit verify "${db_args[@]}")" || fail "audit verify exited non-zero"
+  grep -q "intact" <<<"$verify_out" || fail "audit verify"
   if [[ -z "$dburl" ]]; then
     python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE _fb_audit SET action='forged' WHERE seq=(SELECT MIN(seq) FROM _fb_audit)\"); c.commit()" "$work/data/data.db"
   else
