@@ -172,10 +172,10 @@ fn decode(row: &rusqlite::Row<'_>, cols: &[ColType]) -> Result<Values, DbError> 
     Ok(out)
 }
 
-/// Whether a statement may change data (it then counts as a write of its job).
+/// Whether a statement may change data (it then counts as a write of its job): anything but
+/// a plain `SELECT` (a `WITH … INSERT` counts as a write).
 fn is_write(sql: &str) -> bool {
-    let head = sql.trim_start();
-    !(head.starts_with("SELECT") || head.starts_with("select") || head.starts_with("WITH"))
+    !sql.trim_start().starts_with("SELECT")
 }
 
 /// Counts a successful write; refuses a second one in a single-write job before it runs.
