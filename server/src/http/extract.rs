@@ -191,49 +191,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// What a field holding U+0000 is told.
-pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
-
 /// 422 `validation_failed` naming the first string (value or key) that holds U+0000, by its
 /// path (`email`, `data.name`, `collections[0].rules.list`).
 pub fn reject_nul(value: &Value) -> Result<(), Error> {
-    fn find(v: &Value, path: &mut Vec<String>) -> bool {
-        match v {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(a) => a.iter().enumerate().any(|(i, x)| {
-                path.push(format!("[{i}]"));
-                let hit = find(x, path);
-                if !hit {
-                    path.pop();
-                }
-                hit
-            }),
-            Value::Object(m) => m.iter().any(|(k, x)| {
-                path.push(k.chars().filter(|c| *c != '\0').take(64).collect());
-                let hit = k.contains('\0') || find(x, path);
-                if !hit {
-                    path.pop();
-                }
-                hit
-            }),
-            _ => false,
+    match crate::records::validate::nul_path(value) {
+        Some(path) => {
+            let name = if path.is_empty() { "body" } else { &path };
+            Err(Error::field(name, crate::records::validate::NUL_MESSAGE))
         }
+        None => Ok(()),
     }
-    let mut path = Vec::new();
-    if find(value, &mut path) {
-        let mut name = String::new();
-        for part in &path {
-            if !name.is_empty() && !part.starts_with('[') {
-                name.push('.');
-            }
-            name.push_str(part);
-        }
-        if name.is_empty() {
-            name = "body".to_owned();
-        }
-        return Err(Error::field(&name, NUL_MESSAGE));
-    }
-    Ok(())
 }
 
 /// A JSON value into a body type; a mismatch is 422 `validation_failed` whose `errors` name

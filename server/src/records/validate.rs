@@ -72,9 +72,9 @@ pub fn validate(
             }
             continue;
         };
-        if holds_nul(&value) {
+        if nul_path(&value).is_some() {
             // PostgreSQL text and jsonb cannot hold U+0000: refused on both dialects alike.
-            errors.insert(name.clone(), crate::http::extract::NUL_MESSAGE.to_owned());
+            errors.insert(name.clone(), NUL_MESSAGE.to_owned());
             continue;
         }
         if value.is_null() {
@@ -115,14 +115,43 @@ pub fn validate(
     }
 }
 
-/// Whether any string in `v` (a value or an object key) contains U+0000.
-fn holds_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(holds_nul),
-        Value::Object(m) => m.iter().any(|(k, x)| k.contains('\0') || holds_nul(x)),
-        _ => false,
+/// What a field holding U+0000 is told (PostgreSQL text and jsonb cannot store it).
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// The path (`email`, `data.name`, `collections[0].rules.list`; empty for the value itself)
+/// of the first string in `value`, a value or an object key, that holds U+0000.
+pub fn nul_path(value: &Value) -> Option<String> {
+    // The path is built on the way back from a hit (innermost part first), so a value
+    // without U+0000 — every ordinary request — is walked without allocating.
+    fn find(v: &Value) -> Option<Vec<String>> {
+        match v {
+            Value::String(s) => s.contains('\0').then(Vec::new),
+            Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| {
+                let mut path = find(x)?;
+                path.push(format!("[{i}]"));
+                Some(path)
+            }),
+            Value::Object(m) => m.iter().find_map(|(k, x)| {
+                let mut path = if k.contains('\0') {
+                    Vec::new()
+                } else {
+                    find(x)?
+                };
+                path.push(k.chars().filter(|c| *c != '\0').take(64).collect());
+                Some(path)
+            }),
+            _ => None,
+        }
     }
+    let path = find(value)?;
+    let mut name = String::new();
+    for part in path.iter().rev() {
+        if !name.is_empty() && !part.starts_with('[') {
+            name.push('.');
+        }
+        name.push_str(part);
+    }
+    Some(name)
 }
 
 fn is_empty(p: &Param) -> bool {
