@@ -148,7 +148,37 @@ pub fn eval(
 /// Formats a timestamp the way SQLite stores dates: fixed width, UTC, microseconds: "2026-11-27T14:40:12.123456Z".
 /// (Fixed width makes text order = time order.) Also used by the server when binding SqlParam::Time on SQLite.
 pub fn sqlite_time(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    // Written digit by digit: every record read formats two or three of these, and chrono's
+    // `format` re-parses its pattern on each call (it showed in the view profile).
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    }
+    let mut out = [0u8; 27];
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    // A leap second shows as :60, as chrono prints it.
+    let nanos = t.nanosecond();
+    put(17, 2, t.second() + nanos / 1_000_000_000);
+    put(20, 6, (nanos % 1_000_000_000) / 1_000);
+    out[4] = b'-';
+    out[7] = b'-';
+    out[10] = b'T';
+    out[13] = b':';
+    out[16] = b':';
+    out[19] = b'.';
+    out[26] = b'Z';
+    out.iter().map(|&b| b as char).collect()
 }
 
 /// Parses a date literal/value: RFC 3339, "YYYY-MM-DD HH:MM:SS(.frac)?Z?" and "YYYY-MM-DD" (midnight UTC).

@@ -1,6 +1,9 @@
-//! SQL compiler. Every condition is wrapped so it is two-valued (TRUE/FALSE, never NULL):
-//! that keeps `NOT`, `AND` and `OR` from leaking SQL's three-valued logic and makes the SQL
-//! agree with the evaluator.
+//! SQL compiler. Under a `NOT`, every condition is wrapped so it is two-valued (TRUE/FALSE,
+//! never NULL): that keeps `NOT` from leaking SQL's three-valued logic and makes the SQL agree
+//! with the evaluator. Outside any `NOT` the wrap is left out: there a row is kept only when
+//! the condition is TRUE, and a NULL operand can never make `AND` or `OR` TRUE, so NULL and
+//! FALSE select the same rows (and a filter such as `views > 500` costs one comparison per
+//! row, not three).
 
 use crate::ast::{CmpOp, Node, OperandKind};
 use crate::plan::{Kind, Plan, Typed, param_value, plan_leaf};
@@ -11,6 +14,8 @@ struct Compiler<'a, 'c> {
     ctx: &'a Context<'c>,
     dialect: Dialect,
     params: &'a mut Vec<SqlParam>,
+    /// Inside a `NOT`: conditions must be exactly TRUE or FALSE.
+    two_valued: bool,
 }
 
 pub(crate) fn to_sql(
@@ -26,6 +31,7 @@ pub(crate) fn to_sql(
         ctx,
         dialect,
         params,
+        two_valued: false,
     };
     let out = c.node(n);
     if out.is_err() {
@@ -50,7 +56,12 @@ impl Compiler<'_, '_> {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(format!("({})", parts.join(sep)))
             }
-            Node::Not(c) => Ok(format!("(NOT {})", self.node(c)?)),
+            Node::Not(c) => {
+                let outer = std::mem::replace(&mut self.two_valued, true);
+                let inner = self.node(c);
+                self.two_valued = outer;
+                Ok(format!("(NOT {})", inner?))
+            }
             leaf => {
                 let plan = plan_leaf(leaf, self.scope)?;
                 self.plan(&plan)
@@ -121,6 +132,8 @@ impl Compiler<'_, '_> {
                 match op {
                     CmpOp::Ne if pg => format!("({a} IS DISTINCT FROM {b})"),
                     CmpOp::Ne => format!("({a} IS NOT {b})"),
+                    // Where NULL counts as FALSE (outside any NOT), the bare comparison.
+                    _ if !self.two_valued => format!("({a} {} {b})", sql_op(*op)),
                     // Two-valued without wrapping the comparison in a function, so the
                     // database can still use an index for `column = $1` (a COALESCE around it
                     // forces a full scan): a NULL on either side makes the IS NOT NULL terms
@@ -180,15 +193,20 @@ impl Compiler<'_, '_> {
                     .iter()
                     .map(|t| self.operand(*t))
                     .collect::<Result<Vec<_>, _>>()?;
-                format!("COALESCE({a} IN ({}), FALSE)", bs.join(", "))
+                if self.two_valued {
+                    format!("COALESCE({a} IN ({}), FALSE)", bs.join(", "))
+                } else {
+                    format!("({a} IN ({}))", bs.join(", "))
+                }
             }
             Plan::Bare(t) => {
                 let x = self.operand(*t)?;
-                if pg {
-                    format!("COALESCE({x}, FALSE)")
-                } else {
+                match (pg, self.two_valued) {
+                    (true, true) => format!("COALESCE({x}, FALSE)"),
+                    (true, false) => format!("({x})"),
                     // SQLite stores booleans as INTEGER 0/1.
-                    format!("COALESCE({x} <> 0, FALSE)")
+                    (false, true) => format!("COALESCE({x} <> 0, FALSE)"),
+                    (false, false) => format!("({x} <> 0)"),
                 }
             }
         })

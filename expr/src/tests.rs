@@ -499,7 +499,23 @@ fn token_soup() -> impl Strategy<Value = String> {
     prop::collection::vec(tok, 0..40).prop_map(|v| v.join(" "))
 }
 
+#[test]
+fn sqlite_time_prints_a_leap_second_as_chrono_does() {
+    let t = chrono::DateTime::from_timestamp(59, 1_500_000_000).unwrap();
+    assert_eq!(
+        crate::sqlite_time(&t),
+        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    );
+}
+
 proptest! {
+    #[test]
+    fn sqlite_time_matches_chrono_format(secs in -62_135_596_800i64..253_402_300_799, nanos in 0u32..2_000_000_000) {
+        // Nanoseconds past 1e9 are a leap second, valid only at :59.
+        let Some(t) = chrono::DateTime::from_timestamp(secs, nanos) else { return Ok(()) };
+        prop_assert_eq!(crate::sqlite_time(&t), t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+    }
+
     #[test]
     fn parse_never_panics(s in any::<String>()) {
         let _ = parse(&s);

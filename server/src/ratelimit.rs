@@ -54,6 +54,11 @@ impl Limits {
         }))
     }
 
+    /// Whether limits apply at all (`auth.rate_limits.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Takes one request from `bucket` for `key`, or answers 429 with the seconds to wait.
     pub fn check(&self, bucket: Bucket, key: &str) -> Result<(), Error> {
         let Some(l) = &self.0 else {

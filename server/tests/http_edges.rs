@@ -22,6 +22,7 @@ on_both!(
     bad_token_is_401_on_public_routes,
     body_shape_errors_name_the_field,
     owner_rule_count_uses_the_owner_index,
+    cancelled_and_lost_connections_are_not_reused,
 );
 
 /// The names in a comma-separated header, lowercased.
@@ -716,4 +717,140 @@ async fn owner_rule_count_uses_the_owner_index(s: &TestServer) {
             }
         }
     }
+
+    // An open list rule adds no condition: the count is a bare `count(*)` (SQLite answers it
+    // from the b-tree's page counts; `WHERE TRUE` made it test every row, 20× slower).
+    s.apply(json!([{
+        "name": "open_notes",
+        "fields": {"text": {"type": "text"}},
+        "rules": {"list": "true", "create": "true"}
+    }]))
+    .await;
+    for i in 0..4 {
+        s.post(
+            "/v1/collections/open_notes/records",
+            None,
+            json!({"text": format!("o{i}")}),
+        )
+        .await
+        .expect(201);
+    }
+    let info = s.state.catalog.current().get("open_notes").unwrap();
+    let (sql, params) = count_query(&info, &actor, None, dialect).unwrap();
+    assert_eq!(sql, "SELECT count(*) FROM \"c_open_notes\"");
+    assert!(params.is_empty());
+    let (sql, _) = count_query(&info, &actor, Some("text != 'o1'"), dialect).unwrap();
+    assert!(
+        sql.starts_with("SELECT count(*) FROM \"c_open_notes\" WHERE "),
+        "{sql}"
+    );
+    let r = s
+        .get(
+            "/v1/collections/open_notes/records?count=true&limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(r.expect(200)["total"], 4);
+    let r = s
+        .get(
+            "/v1/collections/open_notes/records?count=true&limit=1&filter=text%20!%3D%20'o1'",
+            None,
+        )
+        .await;
+    assert_eq!(r.expect(200)["total"], 3);
+}
+
+/// A read whose future is dropped mid-statement (a client gone, a timeout) and a connection
+/// the database killed must not poison later requests. On PostgreSQL the pool (`db/pg.rs`)
+/// returns a connection without a ping, so it must close those two instead: the cancelled
+/// job's backend and the killed one are never handed out again, and pooled connections are
+/// reused (no connection per request).
+async fn cancelled_and_lost_connections_are_not_reused(s: &TestServer) {
+    use ferrobase_server::db::{ColType, DbError};
+    let pg = s.backend == Backend::Postgres;
+    let db = s.state.db.clone();
+    let pid_sql = if pg {
+        "SELECT CAST(pg_backend_pid() AS BIGINT)"
+    } else {
+        "SELECT CAST(1 AS BIGINT)"
+    };
+    let read_pid = || {
+        let db = db.clone();
+        async move {
+            db.read(move |mut c| {
+                Box::pin(async move {
+                    let row = c.fetch_one(pid_sql, &[], &[ColType::Int]).await?;
+                    Ok::<_, DbError>(row.and_then(|r| r[0].as_i64()).unwrap_or(-1))
+                })
+            })
+            .await
+        }
+    };
+
+    // Sequential reads share the pool's few connections.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(read_pid().await.unwrap());
+    }
+    assert!(seen.len() <= 3, "a connection per request? {seen:?}");
+
+    // A read cancelled while its statement runs.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let slow = if pg {
+        "SELECT CAST(pg_backend_pid() AS BIGINT) FROM (SELECT pg_sleep(1)) AS s"
+    } else {
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) \
+         SELECT count(*) FROM n"
+    };
+    let db2 = db.clone();
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        db2.read(move |mut c| {
+            Box::pin(async move {
+                let me = c.fetch_one(pid_sql, &[], &[ColType::Int]).await?;
+                let _ = tx.send(me.and_then(|r| r[0].as_i64()).unwrap_or(-1));
+                c.fetch(slow, &[], &[ColType::Int]).await?;
+                Ok::<_, DbError>(())
+            })
+        }),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the slow read should have been cut off");
+    let cancelled_pid = rx.await.unwrap();
+    for _ in 0..20 {
+        let pid = read_pid().await.unwrap();
+        if pg {
+            assert_ne!(
+                pid, cancelled_pid,
+                "a cancelled job's connection was reused"
+            );
+        }
+    }
+    if !pg {
+        return;
+    }
+
+    // A connection PostgreSQL terminated: at most the request that finds it fails, and it is
+    // never handed out again.
+    use sqlx::Connection;
+    let victim = read_pid().await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&common::pg_base_url())
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1::int)")
+        .bind(victim)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut failures = 0;
+    for _ in 0..20 {
+        match read_pid().await {
+            Ok(pid) => assert_ne!(pid, victim, "a terminated connection was reused"),
+            Err(_) => failures += 1,
+        }
+    }
+    assert!(
+        failures <= 1,
+        "{failures} reads failed after one lost connection"
+    );
 }

@@ -37,7 +37,7 @@ const MIGRATIONS: &[Migration] = &[
 const PG_LOCK_KEY: i64 = 0x6665_7272_6f62;
 
 pub(super) async fn run(conn: &mut Conn<'_>) -> Result<(), DbError> {
-    let pg = matches!(conn, Conn::Pg(_));
+    let pg = matches!(conn, Conn::Pg { .. });
     let table = if pg {
         "CREATE TABLE IF NOT EXISTS _fb_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
     } else {

@@ -12,6 +12,7 @@
 //! - `migrate`: the system tables, applied at start.
 
 mod migrate;
+mod pg;
 mod sqlite;
 mod writer;
 
@@ -20,12 +21,11 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferrobase_expr::{Dialect, SqlParam};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 pub use sqlite::Synchronous;
 pub use writer::WriterHandle;
@@ -216,14 +216,18 @@ pub enum Conn<'c> {
         /// [`SINGLE_WRITE`] marks a job that promised at most one.
         writes: &'c AtomicU32,
     },
-    Pg(&'c mut PgConnection),
+    Pg {
+        conn: &'c mut PgConnection,
+        /// Set when a statement lost the connection, so its lease closes it.
+        broken: &'c AtomicBool,
+    },
 }
 
 impl Conn<'_> {
     pub fn dialect(&self) -> Dialect {
         match self {
             Conn::Sqlite { .. } => Dialect::Sqlite,
-            Conn::Pg(_) => Dialect::Postgres,
+            Conn::Pg { .. } => Dialect::Postgres,
         }
     }
 
@@ -231,9 +235,10 @@ impl Conn<'_> {
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
         match self {
             Conn::Sqlite { conn, writes } => sqlite::execute(conn, writes, sql, params),
-            Conn::Pg(conn) => {
+            Conn::Pg { conn, broken } => {
                 let q = bind_pg(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
-                Ok(q.execute(&mut **conn).await?.rows_affected())
+                let done = q.execute(&mut **conn).await;
+                Ok(pg_checked(done, broken)?.rows_affected())
             }
         }
     }
@@ -247,9 +252,9 @@ impl Conn<'_> {
     ) -> Result<Vec<Values>, DbError> {
         match self {
             Conn::Sqlite { conn, writes } => sqlite::fetch(conn, writes, sql, params, cols),
-            Conn::Pg(conn) => {
+            Conn::Pg { conn, broken } => {
                 let q = bind_pg(sqlx::query(AssertSqlSafe(sql.to_owned())), params);
-                let rows = q.fetch_all(&mut **conn).await?;
+                let rows = pg_checked(q.fetch_all(&mut **conn).await, broken)?;
                 rows.iter().map(|r| decode_pg(r, cols)).collect()
             }
         }
@@ -269,14 +274,66 @@ impl Conn<'_> {
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), DbError> {
         match self {
             Conn::Sqlite { conn, writes } => sqlite::execute_script(conn, writes, sql)?,
-            Conn::Pg(conn) => {
-                sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            Conn::Pg { conn, broken } => {
+                let done = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
                     .execute(&mut **conn)
-                    .await?;
+                    .await;
+                pg_checked(done, broken)?;
             }
         }
         Ok(())
     }
+}
+
+/// Runs `f` on a pooled connection, outside a transaction.
+async fn pg_run<T, E, F>(pool: &pg::PgConns, f: F) -> Result<T, E>
+where
+    F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>>,
+    E: From<DbError>,
+{
+    let mut lease = pool.acquire().await?;
+    let out = {
+        let (conn, broken) = lease.split()?;
+        f(Conn::Pg { conn, broken }).await
+    };
+    lease.release();
+    out
+}
+
+/// Runs `f` in a transaction on `conn`: committed when it returns `Ok`, rolled back otherwise.
+async fn pg_transaction<T, E, F>(conn: &mut PgConnection, broken: &AtomicBool, f: F) -> Result<T, E>
+where
+    F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>>,
+    E: From<DbError>,
+{
+    let mut tx = pg_checked(conn.begin().await, broken)?;
+    match f(Conn::Pg {
+        conn: &mut tx,
+        broken,
+    })
+    .await
+    {
+        Ok(v) => {
+            pg_checked(tx.commit().await, broken)?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Dropping the transaction rolls it back (sqlx completes the ROLLBACK before the
+            // connection's next statement).
+            drop(tx);
+            Err(e)
+        }
+    }
+}
+
+/// Marks the lease's connection for closing when `r` says the connection was lost.
+fn pg_checked<T>(r: Result<T, sqlx::Error>, broken: &AtomicBool) -> Result<T, DbError> {
+    r.map_err(|e| {
+        if pg::connection_lost(&e) {
+            broken.store(true, Ordering::Relaxed);
+        }
+        DbError::Sqlx(e)
+    })
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
@@ -351,7 +408,7 @@ enum Inner {
         stop: Arc<AtomicBool>,
     },
     Postgres {
-        pool: PgPool,
+        pool: Box<pg::PgConns>,
     },
 }
 
@@ -404,17 +461,11 @@ impl Db {
             }
         } else {
             let pg = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(opts.max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(10))
-                // No ping before every acquire (it doubled the round trips of a view); a
-                // broken connection fails its statement, the pool drops it, and the request
-                // answers 503 or 500 once instead of every request paying for a check.
-                .test_before_acquire(false)
-                .connect_with(pg)
-                .await?;
-            let mut conn = pool.acquire().await?;
-            migrate::run(&mut Conn::Pg(&mut conn)).await?;
+            let pool = Box::new(pg::PgConns::new(pg, opts.max_connections.max(2)));
+            let mut lease = pool.acquire().await?;
+            let (conn, broken) = lease.split()?;
+            migrate::run(&mut Conn::Pg { conn, broken }).await?;
+            lease.release();
             Inner::Postgres { pool }
         };
         Ok(Db {
@@ -438,10 +489,7 @@ impl Db {
     {
         match &*self.inner {
             Inner::Sqlite { readers, .. } => readers.run(f).await,
-            Inner::Postgres { pool } => {
-                let mut conn = pool.acquire().await.map_err(DbError::from)?;
-                f(Conn::Pg(&mut conn)).await
-            }
+            Inner::Postgres { pool } => pg_run(pool, f).await,
         }
     }
 
@@ -456,19 +504,13 @@ impl Db {
         match &*self.inner {
             Inner::Sqlite { writer, .. } => writer.submit_with(f, false).await,
             Inner::Postgres { pool } => {
-                let mut tx = pool.begin().await.map_err(DbError::from)?;
-                let out = f(Conn::Pg(&mut tx)).await;
-                match out {
-                    Ok(v) => {
-                        tx.commit().await.map_err(DbError::from)?;
-                        Ok(v)
-                    }
-                    Err(e) => {
-                        // Dropping the transaction rolls it back.
-                        drop(tx);
-                        Err(e)
-                    }
-                }
+                let mut lease = pool.acquire().await?;
+                let out = {
+                    let (conn, broken) = lease.split()?;
+                    pg_transaction(conn, broken, f).await
+                };
+                lease.release();
+                out
             }
         }
     }
@@ -487,10 +529,7 @@ impl Db {
     {
         match &*self.inner {
             Inner::Sqlite { writer, .. } => writer.submit_with(f, true).await,
-            Inner::Postgres { pool } => {
-                let mut conn = pool.acquire().await.map_err(DbError::from)?;
-                f(Conn::Pg(&mut conn)).await
-            }
+            Inner::Postgres { pool } => pg_run(pool, f).await,
         }
     }
 

@@ -33,10 +33,11 @@ pub async fn request_id(req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A clone of the URI shares its buffer (no copy of the path per request).
+    let uri = req.uri().clone();
     let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
     if let Some(cause) = response.extensions().get::<HiddenCause>() {
-        tracing::error!(request_id = %id, %method, %path, status = response.status().as_u16(), cause = %cause.0, "request failed");
+        tracing::error!(request_id = %id, %method, path = %uri.path(), status = response.status().as_u16(), cause = %cause.0, "request failed");
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -49,11 +50,35 @@ pub async fn not_found() -> Error {
     Error::not_found("No such route.")
 }
 
+/// The checks every request passes before routing, and the reshaping of what comes back, as
+/// one layer (each `from_fn` layer boxes the request's future once more): a URI holding
+/// U+0000 is refused, the global per-IP budget is taken, and framework text errors become
+/// problems.
+pub async fn edge(
+    axum::extract::State((limits, trust_proxy)): axum::extract::State<(
+        crate::ratelimit::Limits,
+        bool,
+    )>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(refusal) = refuse_nul_in_uri(req.uri()) {
+        return refusal;
+    }
+    if limits.enabled() {
+        let ip = super::extract::client_ip(req.headers(), req.extensions(), trust_proxy)
+            .unwrap_or_default();
+        if let Err(e) = limits.check(crate::ratelimit::Bucket::Global, &ip) {
+            return e.into_response();
+        }
+    }
+    problem_shape(next.run(req).await).await
+}
+
 /// Re-shapes plain-text framework responses as problems: any 4xx whose body is not JSON (the
 /// router's 405, axum's query/path rejections, a body limit's 413, …) becomes problem+json
 /// with the matching code, so no route leaks a framework text error.
-pub async fn problem_shapes(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+async fn problem_shape(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -113,30 +138,14 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
     Error::internal(format!("panic: {msg}")).into_response()
 }
 
-/// The global per-IP request budget.
-pub async fn global_rate_limit(
-    axum::extract::State((limits, trust_proxy)): axum::extract::State<(
-        crate::ratelimit::Limits,
-        bool,
-    )>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let ip =
-        super::extract::client_ip(req.headers(), req.extensions(), trust_proxy).unwrap_or_default();
-    if let Err(e) = limits.check(crate::ratelimit::Bucket::Global, &ip) {
-        return e.into_response();
-    }
-    next.run(req).await
-}
-
 /// A URI holding `%00` (U+0000): no id, name or query value may carry it (PostgreSQL text
 /// cannot), so it is refused up front the same way on both dialects: in the path → 404 (no
 /// such resource can exist), in the query → 400 `bad_request` naming the parameter.
-pub async fn reject_nul_in_uri(req: Request, next: Next) -> Response {
-    let uri = req.uri();
+fn refuse_nul_in_uri(uri: &axum::http::Uri) -> Option<Response> {
     if has_nul(uri.path()) {
-        return Error::not_found("No such resource: the path contains U+0000.").into_response();
+        return Some(
+            Error::not_found("No such resource: the path contains U+0000.").into_response(),
+        );
     }
     if let Some(query) = uri.query()
         && let Some(pair) = query.split('&').find(|pair| has_nul(pair))
@@ -153,13 +162,15 @@ pub async fn reject_nul_in_uri(req: Request, next: Next) -> Response {
         } else {
             name
         };
-        return Error::bad_request(format!(
-            "Invalid `{name}`: must not contain the NUL character (U+0000)."
-        ))
-        .with("parameter", name)
-        .into_response();
+        return Some(
+            Error::bad_request(format!(
+                "Invalid `{name}`: must not contain the NUL character (U+0000)."
+            ))
+            .with("parameter", name)
+            .into_response(),
+        );
     }
-    next.run(req).await
+    None
 }
 
 fn has_nul(raw: &str) -> bool {

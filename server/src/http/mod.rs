@@ -89,10 +89,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             limits,
-            middleware::global_rate_limit,
+            middleware::edge,
         ))
-        .layer(axum::middleware::from_fn(middleware::reject_nul_in_uri))
-        .layer(axum::middleware::from_fn(middleware::problem_shapes))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(cors)
         .layer(axum::middleware::from_fn(middleware::request_id))
