@@ -505,11 +505,7 @@ impl ServerConfig {
             cors_origins: self.http.cors_origins.clone(),
             trust_proxy: self.http.trust_proxy,
             database_url,
-            max_connections: if self.database.max_connections == 0 {
-                8
-            } else {
-                self.database.max_connections
-            },
+            max_connections: self.database.max_connections,
             synchronous,
             log_json,
             log_level: self.log.level.clone(),

@@ -379,7 +379,8 @@ fn decode_pg(row: &PgRow, cols: &[ColType]) -> Result<Values, DbError> {
 /// How to open the database.
 #[derive(Clone, Debug)]
 pub struct DbOptions {
-    /// PostgreSQL pool size, or the number of SQLite reader threads.
+    /// PostgreSQL pool size, or the number of SQLite reader threads; 0 picks for the dialect
+    /// (`readers`, `pool_size`).
     pub max_connections: u32,
     /// SQLite commit durability (PostgreSQL commits are always durable: `synchronous_commit`).
     pub synchronous: Synchronous,
@@ -388,8 +389,31 @@ pub struct DbOptions {
 impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
-            max_connections: 8,
+            max_connections: 0,
             synchronous: Synchronous::Normal,
+        }
+    }
+}
+
+impl DbOptions {
+    /// SQLite reader threads: reads are CPU-bound (the OS page cache holds the file), so more
+    /// threads than cores only add memory (~150 KiB each) and contention; two per core leave
+    /// room for a read waiting on the disk.
+    fn readers(&self) -> u32 {
+        match self.max_connections {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+                (2 * cores).clamp(4, 8)
+            }
+            n => n.max(2),
+        }
+    }
+
+    /// PostgreSQL connections: the work happens in the database server, so a fixed pool.
+    fn pool_size(&self) -> u32 {
+        match self.max_connections {
+            0 => 8,
+            n => n.max(2),
         }
     }
 }
@@ -452,8 +476,7 @@ impl Db {
                 sqlite::open(&path, false, opts.synchronous)?,
                 stop.clone(),
             )?;
-            let readers =
-                sqlite::Readers::spawn(&path, opts.max_connections.max(2), opts.synchronous)?;
+            let readers = sqlite::Readers::spawn(&path, opts.readers(), opts.synchronous)?;
             Inner::Sqlite {
                 readers,
                 writer: writer::spawn(conn)?,
@@ -461,7 +484,7 @@ impl Db {
             }
         } else {
             let pg = PgConnectOptions::from_str(url)?;
-            let pool = Box::new(pg::PgConns::new(pg, opts.max_connections.max(2)));
+            let pool = Box::new(pg::PgConns::new(pg, opts.pool_size()));
             let mut lease = pool.acquire().await?;
             let (conn, broken) = lease.split()?;
             migrate::run(&mut Conn::Pg { conn, broken }).await?;
