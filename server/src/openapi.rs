@@ -470,11 +470,13 @@ pub const ERRORS: &[(&str, &[Code])] = {
         (
             "delete_record",
             &[
+                BadRequest,
                 Unauthenticated,
                 TokenExpired,
                 Forbidden,
                 NotFound,
                 Conflict,
+                VersionMismatch,
                 Unavailable,
             ],
         ),

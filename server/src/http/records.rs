@@ -165,20 +165,24 @@ pub async fn update(
 #[utoipa::path(delete, path = "/v1/collections/{collection}/records/{id}", tag = "records",
     operation_id = "delete_record", security((), ("bearer" = [])),
     params(("collection" = String, Path, description = "Collection name"),
-        ("id" = String, Path, description = "Record id")),
+        ("id" = String, Path, description = "Record id"),
+        ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#,
+            description = "The version the delete is based on, e.g. `\"3\"`: a record changed since is kept (412)")),
     responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
+    let expected = if_match(&headers)?;
     let catalog = state.catalog.current();
     let info = collection(&catalog, &name)?;
     let actor = Actor::new(principal);
     state
         .db
         .write_one(move |mut c| {
-            Box::pin(async move { delete_in(&mut c, &info, &actor, &id).await })
+            Box::pin(async move { delete_in(&mut c, &info, &actor, &id, expected).await })
         })
         .await?;
     if name == "users" {
@@ -210,7 +214,7 @@ pub struct BatchOperation {
     #[serde(default)]
     #[schema(value_type = Object, required = false)]
     pub body: Option<Value>,
-    /// The `If-Match` of an update, as a version number.
+    /// The `If-Match` of an update or delete, as a version number.
     #[serde(default)]
     pub if_match: Option<i64>,
 }
@@ -219,7 +223,7 @@ pub struct BatchOperation {
 enum Planned {
     Create(String, Map<String, Value>),
     Update(String, String, Map<String, Value>, Option<i64>),
-    Delete(String, String),
+    Delete(String, String, Option<i64>),
 }
 
 fn plan_op(op: BatchOperation) -> Result<Planned, Error> {
@@ -247,9 +251,11 @@ fn plan_op(op: BatchOperation) -> Result<Planned, Error> {
             body()?,
             op.if_match,
         )),
-        ("DELETE", ["v1", "collections", c, "records", id]) => {
-            Ok(Planned::Delete((*c).to_owned(), (*id).to_owned()))
-        }
+        ("DELETE", ["v1", "collections", c, "records", id]) => Ok(Planned::Delete(
+            (*c).to_owned(),
+            (*id).to_owned(),
+            op.if_match,
+        )),
         _ => Err(Error::bad_request(
             "Batch operations are POST /v1/collections/{c}/records, PATCH or DELETE /v1/collections/{c}/records/{id}.",
         )),
@@ -308,9 +314,9 @@ pub async fn batch(
                                     .map_err(tag(i))?;
                             json!({"status": 200, "body": rec})
                         }
-                        Planned::Delete(name, id) => {
+                        Planned::Delete(name, id, expected) => {
                             let info = collection(&catalog, &name).map_err(tag(i))?;
-                            delete_in(&mut c, &info, &actor, &id)
+                            delete_in(&mut c, &info, &actor, &id, expected)
                                 .await
                                 .map_err(tag(i))?;
                             json!({"status": 204, "body": null})

@@ -398,15 +398,11 @@ pub async fn update_in(
     // An invalid body is refused (422) before a stale version (412): retrying with a fresh
     // version would not help it.
     let checked = validate::validate(info, body, Mode::Update)?;
-    if let Some(expected) = if_match
-        && info.def.conflict != ferrobase_schema::ConflictPolicy::LastWriteWins
+    let expected = enforced_version(info, if_match);
+    if let Some(expected) = expected
         && current.get("version").and_then(Value::as_i64) != Some(expected)
     {
-        return Err(Error::new(
-            Code::VersionMismatch,
-            "The record changed since you read it; merge with `current` and retry.",
-        )
-        .with("current", Value::Object(current)));
+        return Err(version_mismatch(current));
     }
     check_relations(c, catalog, actor, &checked.relations).await?;
     let mut sets = vec![
@@ -418,8 +414,15 @@ pub async fn update_in(
         params.push(value);
         sets.push(format!("\"{name}\" = ${}", params.len()));
     }
+    // The version is checked by the UPDATE itself too: on PostgreSQL (no transaction around a
+    // single write) another write may land between the read above and this statement.
+    let mut filter = String::new();
+    if let Some(expected) = expected {
+        params.push(Param::Int(expected));
+        filter = format!(" AND \"version\" = ${}", params.len());
+    }
     let sql = format!(
-        "UPDATE \"{}\" SET {} WHERE \"id\" = $1 RETURNING {}",
+        "UPDATE \"{}\" SET {} WHERE \"id\" = $1{filter} RETURNING {}",
         info.table,
         sets.join(", "),
         info.select_list
@@ -427,21 +430,58 @@ pub async fn update_in(
     let row = c
         .fetch_one(&sql, &params, &info.col_types)
         .await
-        .map_err(|e| map_write_error(info, e))?
-        .ok_or_else(|| not_found(info, id))?;
-    Ok(row_to_record(info, row))
+        .map_err(|e| map_write_error(info, e))?;
+    match row {
+        Some(row) => Ok(row_to_record(info, row)),
+        None => Err(lost_race(c, info, actor, id).await),
+    }
 }
 
-/// Deletes a record.
+/// The version an `If-Match` holds a write to, unless the collection lets the last write win.
+fn enforced_version(info: &CollectionInfo, if_match: Option<i64>) -> Option<i64> {
+    if_match.filter(|_| info.def.conflict != ferrobase_schema::ConflictPolicy::LastWriteWins)
+}
+
+fn version_mismatch(current: Map<String, Value>) -> Error {
+    Error::new(
+        Code::VersionMismatch,
+        "The record changed since you read it; merge with `current` and retry.",
+    )
+    .with("current", Value::Object(current))
+}
+
+/// Why a write conditioned on a version found no row although the record was there a moment
+/// before: changed (412 with the record as it is now) or deleted (404).
+async fn lost_race(c: &mut Conn<'_>, info: &CollectionInfo, actor: &Actor, id: &str) -> Error {
+    match view_in(c, info, actor, id).await {
+        Ok(current) => version_mismatch(current),
+        Err(e) => e,
+    }
+}
+
+/// Deletes a record. With `if_match` (the version the client last saw) a record changed since
+/// is kept and the caller gets 412 with it: an offline client's stale delete must not destroy
+/// newer data.
 pub async fn delete_in(
     c: &mut Conn<'_>,
     info: &CollectionInfo,
     actor: &Actor,
     id: &str,
+    if_match: Option<i64>,
 ) -> Result<(), Error> {
-    load_for_write(c, info, actor, id, Op::Delete, None).await?;
-    let sql = format!("DELETE FROM \"{}\" WHERE \"id\" = $1", info.table);
-    c.execute(&sql, &[Param::Text(id.to_owned())]).await?;
+    let current = load_for_write(c, info, actor, id, Op::Delete, None).await?;
+    let mut params = vec![Param::Text(id.to_owned())];
+    let mut sql = format!("DELETE FROM \"{}\" WHERE \"id\" = $1", info.table);
+    if let Some(expected) = enforced_version(info, if_match) {
+        if current.get("version").and_then(Value::as_i64) != Some(expected) {
+            return Err(version_mismatch(current));
+        }
+        params.push(Param::Int(expected));
+        sql.push_str(" AND \"version\" = $2");
+    }
+    if c.execute(&sql, &params).await? == 0 {
+        return Err(lost_race(c, info, actor, id).await);
+    }
     Ok(())
 }
 
