@@ -56,7 +56,8 @@ pub struct HttpConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path` or `postgres://…`; empty = `<data_dir>/data.db`.
     pub url: String,
-    /// Connections in the PostgreSQL pool, or SQLite reader connections.
+    /// Connections in the PostgreSQL pool, or SQLite reader threads; 0 (the default) picks
+    /// per dialect (see `db::DbOptions`).
     pub max_connections: u32,
     /// SQLite commit durability: `normal` (survives a process crash) or `full` (also power
     /// loss, one fsync per commit). PostgreSQL commits are always durable.
