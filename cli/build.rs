@@ -1,6 +1,7 @@
 //! Records the commit the binary was built from, for `ferrobase --version` and `/v1/health`:
-//! `FERROBASE_COMMIT` if set (builds from a source archive), else `git rev-parse`, else
-//! "unknown". A tree with uncommitted changes is marked `-dirty`.
+//! `FB_BUILD_COMMIT` if set (builds from a source archive; not `FERROBASE_*`: `cargo run` hands
+//! build-script variables to the process, and the server refuses unknown `FERROBASE_*` settings),
+//! else `git rev-parse`, else "unknown". A tree with uncommitted changes is marked `-dirty`.
 
 use std::process::Command;
 
@@ -13,7 +14,7 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=FERROBASE_COMMIT");
+    println!("cargo:rerun-if-env-changed=FB_BUILD_COMMIT");
     // Rebuild when HEAD moves (a commit, a checkout) or the index changes (dirty state).
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
@@ -22,7 +23,7 @@ fn main() {
             println!("cargo:rerun-if-changed={dir}/{head_ref}");
         }
     }
-    let commit = std::env::var("FERROBASE_COMMIT")
+    let commit = std::env::var("FB_BUILD_COMMIT")
         .ok()
         .filter(|c| !c.is_empty())
         .or_else(|| {
@@ -32,5 +33,5 @@ fn main() {
             Some(if dirty { format!("{hash}-dirty") } else { hash })
         })
         .unwrap_or_else(|| "unknown".to_owned());
-    println!("cargo:rustc-env=FERROBASE_COMMIT={commit}");
+    println!("cargo:rustc-env=FB_BUILD_COMMIT={commit}");
 }

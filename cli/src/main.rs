@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("FERROBASE_COMMIT"),
+    env!("FB_BUILD_COMMIT"),
     ")"
 );
 
