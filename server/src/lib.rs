@@ -92,7 +92,7 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
     } else {
         Duration::from_secs(30)
     };
-    Ok(AppState {
+    Ok(AppState::new(http::Shared {
         jobs,
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
@@ -100,7 +100,7 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         db,
         catalog,
         settings: Arc::new(settings),
-    })
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests and

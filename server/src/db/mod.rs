@@ -427,6 +427,7 @@ pub struct Db {
 enum Inner {
     Sqlite {
         readers: sqlite::Readers,
+        local: sqlite::LocalReads,
         writer: WriterHandle,
         /// Tells the checkpointer thread to stop.
         stop: Arc<AtomicBool>,
@@ -479,7 +480,10 @@ impl Db {
             let readers = sqlite::Readers::spawn(&path, opts.readers(), opts.synchronous)?;
             Inner::Sqlite {
                 readers,
-                writer: writer::spawn(conn)?,
+                local: sqlite::LocalReads::new(&path, opts.synchronous),
+                // With `synchronous = full` a commit is an fsync: it stays on the writer
+                // thread, never on a runtime worker.
+                writer: writer::spawn(conn, opts.synchronous == Synchronous::Normal)?,
                 stop,
             }
         } else {
@@ -512,6 +516,21 @@ impl Db {
     {
         match &*self.inner {
             Inner::Sqlite { readers, .. } => readers.run(f).await,
+            Inner::Postgres { pool } => pg_run(pool, f).await,
+        }
+    }
+
+    /// Like [`Db::read`], for reads bounded by a key (a record by id, its expanded relations):
+    /// on SQLite they run on the calling thread, sparing the hop to a reader thread and back;
+    /// anything that may scan many rows belongs in [`Db::read`].
+    pub async fn read_by_key<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        match &*self.inner {
+            Inner::Sqlite { local, .. } => local.run(f).await,
             Inner::Postgres { pool } => pg_run(pool, f).await,
         }
     }
@@ -706,6 +725,124 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(one_int(&db, "SELECT x FROM t", vec![]).await.unwrap(), 5);
+    }
+
+    /// The thread a job ran on.
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("").to_owned()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn key_reads_run_on_the_callers_thread_and_see_the_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite(&dir, Synchronous::Normal).await;
+        let before = sqlite::local_reader_count();
+        db.write(|mut c| {
+            Box::pin(async move {
+                c.execute_script("CREATE TABLE t (x INTEGER)").await?;
+                c.execute("INSERT INTO t VALUES (1)", &[]).await.map(|_| ())
+            })
+        })
+        .await
+        .unwrap();
+        let caller = thread_name();
+        for want in 1..=3 {
+            let (n, on) = db
+                .read_by_key(|mut c| {
+                    Box::pin(async move {
+                        let r = c
+                            .fetch_one("SELECT count(*) FROM t", &[], &[ColType::Int])
+                            .await?;
+                        Ok::<_, DbError>((r.and_then(|r| r[0].as_i64()), thread_name()))
+                    })
+                })
+                .await
+                .unwrap();
+            assert_eq!(n, Some(want), "a key read sees every acknowledged write");
+            assert_eq!(on, caller, "no hop to a reader thread");
+            db.write(|mut c| {
+                Box::pin(async move { c.execute("INSERT INTO t VALUES (1)", &[]).await })
+            })
+            .await
+            .unwrap();
+        }
+        // One connection for this database on this thread, reused; gone with the database.
+        assert_eq!(sqlite::local_reader_count(), before + 1);
+        let write: Result<u64, DbError> = db
+            .read_by_key(|mut c| {
+                Box::pin(async move { c.execute("INSERT INTO t VALUES (1)", &[]).await })
+            })
+            .await;
+        assert!(write.is_err(), "key reads are read-only: {write:?}");
+        db.close().await;
+        drop(db);
+        assert_eq!(sqlite::local_reader_count(), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lone_writes_commit_inline_and_concurrent_ones_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite(&dir, Synchronous::Normal).await;
+        let on = db
+            .write(|mut c| {
+                Box::pin(async move {
+                    c.execute_script("CREATE TABLE t (x INTEGER)").await?;
+                    Ok::<_, DbError>(thread_name())
+                })
+            })
+            .await
+            .unwrap();
+        assert_ne!(
+            on, "fb-sqlite-writer",
+            "a lone write commits on the caller's thread"
+        );
+        // Many at once: some share the writer thread's group commits; every one lands once.
+        let mut tasks = Vec::new();
+        for i in 0..400i64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.write_one(move |mut c| {
+                    Box::pin(async move {
+                        c.execute("INSERT INTO t VALUES ($1)", &[Param::Int(i)])
+                            .await?;
+                        Ok::<_, DbError>(thread_name())
+                    })
+                })
+                .await
+            }));
+        }
+        let mut on_writer = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap() == "fb-sqlite-writer" {
+                on_writer += 1;
+            }
+        }
+        assert!(on_writer > 0, "concurrent writes queue for group commits");
+        assert_eq!(
+            one_int(&db, "SELECT count(DISTINCT x) FROM t", vec![])
+                .await
+                .unwrap(),
+            400
+        );
+        db.close().await;
+        let after: Result<(), DbError> = db
+            .write(|mut c| Box::pin(async move { c.execute_script("SELECT 1").await }))
+            .await;
+        assert!(matches!(after, Err(DbError::WriterGone)), "{after:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_synchronous_full_every_commit_is_on_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite(&dir, Synchronous::Full).await;
+        let on = db
+            .write(|_c| Box::pin(async move { Ok::<_, DbError>(thread_name()) }))
+            .await
+            .unwrap();
+        assert_eq!(
+            on, "fb-sqlite-writer",
+            "an fsync never runs on a runtime worker"
+        );
     }
 
     #[test]

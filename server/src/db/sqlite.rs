@@ -7,10 +7,11 @@
 //! request is one job on a thread that owns its connection: one hop there and one back, and
 //! statements come from the connection's prepared-statement cache.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -275,11 +276,77 @@ pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
 /// A read job: runs on a reader thread with that thread's connection.
 type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// The readers' job queue: a mutex-guarded deque and a condition variable.
+///
+/// Why not a channel: crossbeam's (and std's) receivers spin and then `sched_yield` before
+/// they sleep; with more reader threads than cores that yielding took ~8 % of the server's CPU
+/// under load (perf, view by id on 2 cores) and competed with the threads doing the work. A
+/// reader here sleeps on a futex at once and is woken for exactly one job.
+struct ReadQueue {
+    jobs: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    jobs: VecDeque<ReadJob>,
+    closed: bool,
+}
+
+impl ReadQueue {
+    fn push(&self, job: ReadJob) -> Result<(), DbError> {
+        let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            return Err(DbError::WriterGone);
+        }
+        q.jobs.push_back(job);
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job, or `None` once the queue is closed and drained.
+    fn pop(&self) -> Option<ReadJob> {
+        let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = q.jobs.pop_front() {
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
 /// Reader threads, each owning one read-only connection, taking jobs from one queue. A read
 /// request costs one hop to a reader and one back, however many statements it runs.
 pub(super) struct Readers {
-    tx: crossbeam_channel::Sender<ReadJob>,
+    queue: Arc<ReadQueue>,
     runtime: Handle,
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+/// Runs a job's future to completion on this (non-runtime) thread. SQLite statements complete
+/// synchronously, so the future is almost always ready at its first poll: that costs no
+/// runtime context; only a job that really waits for something of tokio's gets `block_on`.
+pub(super) fn run_to_end<F: Future>(runtime: &Handle, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => runtime.block_on(fut),
+    }
 }
 
 impl Readers {
@@ -288,14 +355,20 @@ impl Readers {
         threads: u32,
         sync: Synchronous,
     ) -> Result<Readers, DbError> {
-        let (tx, rx) = crossbeam_channel::unbounded::<ReadJob>();
+        let queue = Arc::new(ReadQueue {
+            jobs: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         for n in 0..threads.max(1) {
             let mut conn = open(path, true, sync)?;
-            let rx = rx.clone();
+            let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("fb-sqlite-read-{n}"))
                 .spawn(move || {
-                    while let Ok(job) = rx.recv() {
+                    while let Some(job) = queue.pop() {
                         // A panicking request must not take the reader (and its cache) down;
                         // its caller sees the reply channel close.
                         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
@@ -304,7 +377,7 @@ impl Readers {
                 .map_err(|e| DbError::Config(format!("cannot start a reader thread: {e}")))?;
         }
         Ok(Readers {
-            tx,
+            queue,
             runtime: Handle::current(),
         })
     }
@@ -319,18 +392,109 @@ impl Readers {
         let runtime = self.runtime.clone();
         let job: ReadJob = Box::new(move |conn: &mut Connection| {
             let writes = AtomicU32::new(0);
-            // The statements inside complete synchronously; the runtime context is there for
-            // jobs that also await something of tokio's.
-            let out = runtime.block_on(f(Conn::Sqlite {
-                conn,
-                writes: &writes,
-            }));
+            let out = run_to_end(
+                &runtime,
+                f(Conn::Sqlite {
+                    conn,
+                    writes: &writes,
+                }),
+            );
             let _ = reply_tx.send(out);
         });
-        self.tx
-            .send(job)
-            .map_err(|_| E::from(DbError::WriterGone))?;
+        self.queue.push(job).map_err(E::from)?;
         reply_rx.await.map_err(|_| E::from(DbError::WriterGone))?
+    }
+}
+
+/// Read connections of the calling thread, one per open database (`id`); `alive` tells
+/// whether that database still exists, so connections of closed ones are dropped.
+type LocalReaders = Vec<(std::sync::Weak<()>, u64, Connection)>;
+
+thread_local! {
+    static LOCAL_READERS: std::cell::RefCell<LocalReaders> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads by key run on the calling thread (a runtime worker) with a read connection of that
+/// thread's own, opened on first use.
+///
+/// Why: a lookup by primary key takes a few µs in SQLite, while handing it to a reader thread
+/// and back costs two futex wake-ups and context switches, which on 2 cores were the largest
+/// item of view by id's profile. Work that may scan (lists, filters, counts) stays on
+/// [`Readers`], so it never holds up the worker's other connections.
+pub(super) struct LocalReads {
+    path: PathBuf,
+    sync: Synchronous,
+    id: u64,
+    alive: Arc<()>,
+}
+
+/// How many read connections this thread keeps (for tests).
+#[cfg(test)]
+pub(super) fn local_reader_count() -> usize {
+    LOCAL_READERS.with(|l| {
+        let mut l = l.borrow_mut();
+        l.retain(|(alive, _, _)| alive.strong_count() > 0);
+        l.len()
+    })
+}
+
+impl LocalReads {
+    pub(super) fn new(path: &std::path::Path, sync: Synchronous) -> LocalReads {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        LocalReads {
+            path: path.to_owned(),
+            sync,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
+        }
+    }
+
+    /// This thread's connection to the database, taken out of the thread's list (so a second
+    /// read interleaved on this thread opens its own), or a new one.
+    fn take(&self) -> Result<Connection, DbError> {
+        let found = LOCAL_READERS.with(|l| {
+            let mut l = l.borrow_mut();
+            l.retain(|(alive, _, _)| alive.strong_count() > 0);
+            let at = l.iter().position(|(_, id, _)| *id == self.id)?;
+            Some(l.swap_remove(at).2)
+        });
+        match found {
+            Some(conn) => Ok(conn),
+            None => open(&self.path, true, self.sync),
+        }
+    }
+
+    /// Hands the connection back to the thread that finished the read (one per database and
+    /// thread is kept; a surplus one is closed).
+    fn give_back(&self, conn: Connection) {
+        LOCAL_READERS.with(|l| {
+            let mut l = l.borrow_mut();
+            if !l.iter().any(|(_, id, _)| *id == self.id) {
+                l.push((Arc::downgrade(&self.alive), self.id, conn));
+            }
+        });
+    }
+
+    pub(super) async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let mut conn = self.take().map_err(E::from)?;
+        let writes = AtomicU32::new(0);
+        // SQLite statements complete synchronously: this future is ready at its first poll
+        // unless `f` awaits something else, and then the connection simply stays with it.
+        let out = f(Conn::Sqlite {
+            conn: &mut conn,
+            writes: &writes,
+        })
+        .await;
+        if writes.load(Ordering::Relaxed) == 0 {
+            self.give_back(conn);
+        }
+        out
     }
 }
 

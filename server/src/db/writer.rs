@@ -1,9 +1,12 @@
-//! Group commit for SQLite: one thread owns the only write connection; a write that arrives
-//! alone commits at once, and writes that queued up while a transaction ran commit together.
+//! Group commit for SQLite: one write connection; a write that arrives alone commits at once,
+//! and writes that queued up while a transaction ran commit together.
 //!
 //! Why: a commit costs far more than a row, so many rows in one transaction multiply write
-//! throughput under concurrency, while a lone client never waits for company (the thread takes
-//! whatever is queued the moment it is free, no timer). Each job runs inside its own savepoint
+//! throughput under concurrency, while a lone client never waits for company (the writer
+//! thread takes whatever is queued the moment it is free, no timer). A write that finds the
+//! connection idle and nothing queued does not even go to the writer thread: it commits on the
+//! calling thread (with `synchronous = normal` only, where a commit is a `write(2)` into the
+//! WAL, not an fsync), sparing two thread wake-ups — most of what a lone client's save cost. Each job runs inside its own savepoint
 //! so a failing request rolls back only itself — except single-write jobs (one record
 //! insert/update/delete, whose change log row is written by a trigger in the same statement):
 //! a failed statement leaves nothing behind, so they skip the savepoint. Every job is
@@ -11,6 +14,7 @@
 //! crash.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rusqlite::Connection;
@@ -46,20 +50,39 @@ enum Msg {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Sends write jobs to the writer thread.
+/// The write connection, shared by the writer thread and lone writes on callers' threads;
+/// `None` once the writer shut down.
+type WriteConn = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
+/// Most jobs waiting for the writer thread.
+const QUEUE: usize = 4096;
+
+/// Sends write jobs to the writer thread, or commits a lone one on the caller's thread.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Msg>,
+    conn: WriteConn,
+    /// Whether a lone write may commit on the caller's thread (`synchronous = normal`).
+    inline: bool,
 }
 
-pub(super) fn spawn(conn: Connection) -> Result<WriterHandle, DbError> {
-    let (tx, rx) = mpsc::channel(4096);
+pub(super) fn spawn(conn: Connection, inline: bool) -> Result<WriterHandle, DbError> {
+    let (tx, rx) = mpsc::channel(QUEUE);
     let runtime = Handle::current();
+    let conn: WriteConn = Arc::new(tokio::sync::Mutex::new(Some(conn)));
+    let shared = conn.clone();
     std::thread::Builder::new()
         .name("fb-sqlite-writer".into())
-        .spawn(move || run(conn, rx, runtime))
+        .spawn(move || run(shared, rx, runtime))
         .map_err(|e| DbError::Config(format!("cannot start the writer thread: {e}")))?;
-    Ok(WriterHandle { tx })
+    Ok(WriterHandle { tx, conn, inline })
+}
+
+/// Rolls back what a job left open (it panicked, or its request was dropped mid-way).
+fn reset(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
 }
 
 impl WriterHandle {
@@ -69,6 +92,14 @@ impl WriterHandle {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        // Nothing queued and the connection free: nobody to share a commit with.
+        if self.inline
+            && self.tx.capacity() == QUEUE
+            && let Ok(mut guard) = self.conn.try_lock()
+        {
+            let conn = guard.as_mut().ok_or_else(|| E::from(DbError::WriterGone))?;
+            return lone_write(conn, f, single).await;
+        }
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
         let run: JobFn = Box::new(move |conn, writes| {
             Box::pin(async move {
@@ -97,8 +128,46 @@ impl WriterHandle {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, runtime: Handle) {
-    let mut conn = conn;
+/// One job in a transaction of its own, committed before it answers.
+async fn lone_write<T, E, F>(conn: &mut Connection, f: F, single: bool) -> Result<T, E>
+where
+    F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+    E: From<DbError>,
+{
+    use futures::FutureExt;
+    reset(conn);
+    script(conn, "BEGIN IMMEDIATE").map_err(E::from)?;
+    let writes = AtomicU32::new(if single { SINGLE_WRITE } else { 0 });
+    // As on the writer thread, a panicking job fails its own request only (its transaction is
+    // rolled back below, or by the next user of the connection if the future was dropped).
+    let out = AssertUnwindSafe(f(Conn::Sqlite {
+        conn,
+        writes: &writes,
+    }))
+    .catch_unwind()
+    .await;
+    let Ok(out) = out else {
+        tracing::error!("a write job panicked; its transaction was rolled back");
+        reset(conn);
+        return Err(E::from(DbError::WriterGone));
+    };
+    match out {
+        Ok(v) => match script(conn, "COMMIT") {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                reset(conn);
+                Err(E::from(DbError::CommitFailed(e.to_string())))
+            }
+        },
+        Err(e) => {
+            reset(conn);
+            Err(e)
+        }
+    }
+}
+
+fn run(conn: WriteConn, mut rx: mpsc::Receiver<Msg>, runtime: Handle) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
     loop {
@@ -114,28 +183,31 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, runtime: Handle) {
                 Err(_) => break,
             }
         }
+        // Waits while a lone write commits on a caller's thread (the lock is fair: callers
+        // cannot overtake the writer once it waits).
+        let mut guard = conn.blocking_lock();
+        let Some(conn) = guard.as_mut() else { break };
         if !group.is_empty() {
             // A panicking job drops its reply channel (its request sees the writer fail); the
             // transaction it was in is rolled back and the writer carries on.
             let jobs = std::mem::take(&mut group);
-            if std::panic::catch_unwind(AssertUnwindSafe(|| {
-                commit_group(&mut conn, &runtime, jobs)
-            }))
-            .is_err()
+            reset(conn);
+            if std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(conn, &runtime, jobs)))
+                .is_err()
             {
                 tracing::error!("a write job panicked; its transaction was rolled back");
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
+                reset(conn);
             }
         }
         if let Some(s) = stop.take() {
+            if let Some(conn) = guard.take()
+                && let Err((_, e)) = conn.close()
+            {
+                tracing::warn!(error = %e, "closing the write connection");
+            }
             let _ = s.send(());
             break;
         }
-    }
-    if let Err((_, e)) = conn.close() {
-        tracing::warn!(error = %e, "closing the write connection");
     }
 }
 
@@ -169,7 +241,7 @@ fn commit_group(conn: &mut Connection, runtime: &Handle, jobs: Vec<Job>) {
         let writes = AtomicU32::new(if job.single { SINGLE_WRITE } else { 0 });
         // The job's statements run synchronously on this thread; the runtime context serves
         // jobs that also await something of tokio's.
-        let outcome = runtime.block_on((job.run)(conn, &writes));
+        let outcome = super::sqlite::run_to_end(runtime, (job.run)(conn, &writes));
         match outcome {
             Outcome::Done(deliver) => done.push(deliver),
             Outcome::Failed(deliver) => {

@@ -24,9 +24,27 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::{Code, Error};
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so the per-request clone axum makes for every
+/// `State` extractor is one atomic increment (a struct of Arcs cost one per field, and the
+/// profile of view by id showed its clone and drop at ~4 % of server CPU).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The server's shared parts (reached through [`AppState`]).
+pub struct Shared {
     pub db: Db,
     pub catalog: CatalogHandle,
     pub settings: Arc<Settings>,
@@ -37,7 +55,7 @@ pub struct AppState {
     pub limits: crate::ratelimit::Limits,
 }
 
-impl AppState {
+impl Shared {
     /// The identity flows over this state.
     pub fn auth(&self) -> crate::auth::AuthCtx<'_> {
         crate::auth::AuthCtx {

@@ -81,7 +81,7 @@ pub async fn view(
     let actor = Actor::new(principal);
     let record = state
         .db
-        .read(move |mut c| {
+        .read_by_key(move |mut c| {
             Box::pin(async move {
                 let rec = view_in(&mut c, &info, &actor, &id).await?;
                 let mut items = [rec];
