@@ -62,6 +62,9 @@ pub struct DatabaseConfig {
     /// SQLite commit durability: `normal` (survives a process crash) or `full` (also power
     /// loss, one fsync per commit). PostgreSQL commits are always durable.
     pub synchronous: String,
+    /// SQLite: hold the file exclusively while serving (no other process may open it), which
+    /// spares the file-lock system calls of every read transaction.
+    pub exclusive: bool,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("synchronous", &self.synchronous)
+            .field("exclusive", &self.exclusive)
             .finish()
     }
 }
@@ -246,6 +250,7 @@ pub struct Settings {
     pub database_url: String,
     pub max_connections: u32,
     pub synchronous: crate::db::Synchronous,
+    pub exclusive: bool,
     pub log_json: bool,
     pub log_level: String,
     pub admin_token_ttl: Duration,
@@ -343,6 +348,11 @@ impl ServerConfig {
                 }
                 "DATABASE_URL" => self.database.url = value,
                 "DATABASE_SYNCHRONOUS" => self.database.synchronous = value,
+                "DATABASE_EXCLUSIVE" => {
+                    self.database.exclusive = value
+                        .parse()
+                        .map_err(|_| invalid("expected true or false"))?
+                }
                 "DATABASE_MAX_CONNECTIONS" => {
                     self.database.max_connections = value
                         .parse()
@@ -508,6 +518,7 @@ impl ServerConfig {
             database_url,
             max_connections: self.database.max_connections,
             synchronous,
+            exclusive: self.database.exclusive,
             log_json,
             log_level: self.log.level.clone(),
             admin_token_ttl,
@@ -631,6 +642,20 @@ mod tests {
         c.database.synchronous = "extra".into();
         let err = c.resolve().unwrap_err().to_string();
         assert!(err.contains("database.synchronous"), "{err}");
+    }
+
+    #[test]
+    fn database_exclusive_is_off_unless_asked() {
+        let mut c = ServerConfig::default();
+        assert!(!c.resolve().unwrap().exclusive);
+        c.apply_env(env(&[("FERROBASE_DATABASE_EXCLUSIVE", "true")]))
+            .unwrap();
+        assert!(c.resolve().unwrap().exclusive);
+        let err = c
+            .apply_env(env(&[("FERROBASE_DATABASE_EXCLUSIVE", "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_EXCLUSIVE"), "{err}");
     }
 
     #[test]

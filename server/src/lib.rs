@@ -54,6 +54,7 @@ pub async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
     let opts = db::DbOptions {
         max_connections: settings.max_connections,
         synchronous: settings.synchronous,
+        exclusive: settings.exclusive,
     };
     Db::connect_with(&settings.database_url, &opts)
         .await

@@ -28,6 +28,27 @@ run_scenario() {
   local pid=$!
   for _ in $(seq 1 100); do curl -fs "$base/v1/health" >/dev/null && break; sleep 0.1; done
   curl -fs "$base/v1/ready" >/dev/null || fail "not ready"
+  if [[ -z "$dburl" ]]; then
+    echo "-- $label: offline commands work beside the server (shared file lock, the default)"
+    "$BIN" admin create --email other@example.com --password 'change-me-now' "${db_args[@]}" \
+      || fail "admin create beside a running server"
+    echo "-- $label: database.exclusive refuses a second process at once"
+    local xport=$(( port + 1 )) t0 out xpid
+    "$BIN" admin create --email admin@example.com --password 'change-me-now' --data-dir "$work/xdata"
+    FERROBASE_DATABASE_EXCLUSIVE=true "$BIN" serve --http "127.0.0.1:$xport" --data-dir "$work/xdata" \
+      >"$work/xserver.log" 2>&1 &
+    xpid=$!
+    for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$xport/v1/ready" >/dev/null && break; sleep 0.1; done
+    curl -fs "http://127.0.0.1:$xport/v1/ready" >/dev/null || fail "exclusive server not ready"
+    t0=$SECONDS
+    out=$("$BIN" admin create --email other@example.com --password 'change-me-now' --data-dir "$work/xdata" 2>&1) \
+      && fail "a second process opened an exclusively held SQLite file"
+    grep -q "in use by another process" <<<"$out" || fail "unclear refusal: $out"
+    (( SECONDS - t0 <= 3 )) || fail "the refusal took $(( SECONDS - t0 )) s"
+    kill -TERM "$xpid"; wait "$xpid" || fail "exclusive server: non-zero exit after SIGTERM"
+    "$BIN" admin create --email other@example.com --password 'change-me-now' --data-dir "$work/xdata" \
+      || fail "the file stays locked after the exclusive server stopped"
+  fi
 
   echo "-- $label: init, plan, apply"
   "$BIN" init "$work/myapp" --name myapp

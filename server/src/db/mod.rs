@@ -384,6 +384,8 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// SQLite commit durability (PostgreSQL commits are always durable: `synchronous_commit`).
     pub synchronous: Synchronous,
+    /// SQLite: hold the file exclusively for this process (`database.exclusive`).
+    pub exclusive: bool,
 }
 
 impl Default for DbOptions {
@@ -391,6 +393,7 @@ impl Default for DbOptions {
         DbOptions {
             max_connections: 0,
             synchronous: Synchronous::Normal,
+            exclusive: false,
         }
     }
 }
@@ -465,7 +468,11 @@ impl Db {
             // The writer connection is opened first so the file and WAL mode exist before
             // readers. It never checkpoints itself (that would stall every queued write behind
             // a WAL copy); a separate connection does passive checkpoints in the background.
-            let mut conn = sqlite::open(&path, false, opts.synchronous)?;
+            let mode = sqlite::Mode {
+                sync: opts.synchronous,
+                exclusive: opts.exclusive,
+            };
+            let mut conn = sqlite::open(&path, false, mode)?;
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
             migrate::run(&mut Conn::Sqlite {
                 conn: &mut conn,
@@ -473,14 +480,11 @@ impl Db {
             })
             .await?;
             let stop = Arc::new(AtomicBool::new(false));
-            sqlite::spawn_checkpointer(
-                sqlite::open(&path, false, opts.synchronous)?,
-                stop.clone(),
-            )?;
-            let readers = sqlite::Readers::spawn(&path, opts.readers(), opts.synchronous)?;
+            sqlite::spawn_checkpointer(sqlite::open(&path, false, mode)?, stop.clone())?;
+            let readers = sqlite::Readers::spawn(&path, opts.readers(), mode)?;
             Inner::Sqlite {
                 readers,
-                local: sqlite::LocalReads::new(&path, opts.synchronous),
+                local: sqlite::LocalReads::new(&path, mode),
                 // With `synchronous = full` a commit is an fsync: it stays on the writer
                 // thread, never on a runtime worker.
                 writer: writer::spawn(conn, opts.synchronous == Synchronous::Normal)?,
@@ -625,12 +629,17 @@ mod tests {
     use super::*;
 
     async fn sqlite(dir: &tempfile::TempDir, sync: Synchronous) -> Db {
+        sqlite_with(dir, sync, false).await
+    }
+
+    async fn sqlite_with(dir: &tempfile::TempDir, sync: Synchronous, exclusive: bool) -> Db {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         Db::connect_with(
             &url,
             &DbOptions {
                 max_connections: 2,
                 synchronous: sync,
+                exclusive,
             },
         )
         .await
@@ -734,8 +743,14 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn key_reads_run_on_the_callers_thread_and_see_the_last_commit() {
+        for exclusive in [false, true] {
+            key_reads_in(exclusive).await;
+        }
+    }
+
+    async fn key_reads_in(exclusive: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sqlite(&dir, Synchronous::Normal).await;
+        let db = sqlite_with(&dir, Synchronous::Normal, exclusive).await;
         let before = sqlite::local_reader_count();
         db.write(|mut c| {
             Box::pin(async move {
@@ -774,6 +789,13 @@ mod tests {
             })
             .await;
         assert!(write.is_err(), "key reads are read-only: {write:?}");
+        let via_readers: Result<u64, DbError> = db
+            .read(|mut c| Box::pin(async move { c.execute("DELETE FROM t", &[]).await }))
+            .await;
+        assert!(
+            via_readers.is_err(),
+            "readers are read-only: {via_readers:?}"
+        );
         db.close().await;
         drop(db);
         assert_eq!(sqlite::local_reader_count(), before);
