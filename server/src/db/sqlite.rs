@@ -73,12 +73,12 @@ pub(super) fn open(
     read_only: bool,
     mode: Mode,
 ) -> Result<Connection, DbError> {
-    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    flags |= if read_only && !mode.exclusive {
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-    };
+    let flags = OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | if read_only && !mode.exclusive {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        };
     let conn = if mode.exclusive {
         Connection::open_with_flags_and_vfs(path, flags, c"unix-excl")?
     } else {
@@ -527,6 +527,8 @@ impl LocalReads {
             writes: &writes,
         })
         .await;
+        // A script (`execute_script` counts as a write even when it only sets a PRAGMA) may
+        // have changed the connection's settings: such a connection is closed, not reused.
         if writes.load(Ordering::Relaxed) == 0 {
             self.give_back(conn);
         }

@@ -6,12 +6,12 @@
 //! thread takes whatever is queued the moment it is free, no timer). A write that finds the
 //! connection idle and nothing queued does not even go to the writer thread: it commits on the
 //! calling thread (with `synchronous = normal` only, where a commit is a `write(2)` into the
-//! WAL, not an fsync), sparing two thread wake-ups — most of what a lone client's save cost. Each job runs inside its own savepoint
-//! so a failing request rolls back only itself — except single-write jobs (one record
-//! insert/update/delete, whose change log row is written by a trigger in the same statement):
-//! a failed statement leaves nothing behind, so they skip the savepoint. Every job is
-//! acknowledged only after the shared COMMIT succeeded, so an acknowledged write survives a
-//! crash.
+//! WAL, not an fsync), sparing two thread wake-ups — most of what a lone client's save cost.
+//! Each job runs inside its own savepoint so a failing request rolls back only itself —
+//! except single-write jobs (one record insert/update/delete, whose change log row is written
+//! by a trigger in the same statement): a failed statement leaves nothing behind, so they skip
+//! the savepoint. Every job is acknowledged only after its COMMIT succeeded, so an
+//! acknowledged write survives a crash.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
