@@ -169,6 +169,11 @@ impl Catalog {
     pub fn get(&self, name: &str) -> Option<Arc<CollectionInfo>> {
         self.by_name.get(name).cloned()
     }
+
+    /// Every collection's name, `users` included.
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
 }
 
 /// The shared, swappable current catalog.

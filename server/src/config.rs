@@ -35,6 +35,46 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     pub smtp: SmtpConfig,
     pub mail: MailConfig,
+    pub realtime: RealtimeConfig,
+}
+
+/// Realtime streams and the change log behind them (and behind delta sync).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// How long the change log keeps changes, e.g. `7d`: a client away for longer resyncs.
+    pub retention: String,
+    /// Interval of SSE heartbeat comments, e.g. `15s` (keeps proxies from closing idle streams).
+    pub heartbeat: String,
+    /// How often an open stream re-checks its token (expiry, logout, revoked session,
+    /// disabled user), e.g. `10s`.
+    pub auth_recheck: String,
+    /// Open streams per client IP.
+    pub max_per_ip: u32,
+    /// Open streams per signed-in user.
+    pub max_per_user: u32,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            retention: "7d".into(),
+            heartbeat: "15s".into(),
+            auth_recheck: "10s".into(),
+            max_per_ip: 1000,
+            max_per_user: 20,
+        }
+    }
+}
+
+/// [`RealtimeConfig`] resolved.
+#[derive(Clone, Debug)]
+pub struct RealtimeSettings {
+    pub retention: Duration,
+    pub heartbeat: Duration,
+    pub auth_recheck: Duration,
+    pub max_per_ip: u32,
+    pub max_per_user: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -198,6 +238,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             smtp: SmtpConfig::default(),
             mail: MailConfig::default(),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -262,6 +303,7 @@ pub struct Settings {
     pub rate_limits: Option<RateLimits>,
     pub smtp: SmtpConfig,
     pub mail: MailConfig,
+    pub realtime: RealtimeSettings,
 }
 
 /// Resolved rate limits: (requests, per period).
@@ -396,6 +438,19 @@ impl ServerConfig {
                 "MAIL_FROM" => self.mail.from = value,
                 "MAIL_APP_NAME" => self.mail.app_name = value,
                 "MAIL_LINK_BASE" => self.mail.link_base = value,
+                "REALTIME_RETENTION" => self.realtime.retention = value,
+                "REALTIME_HEARTBEAT" => self.realtime.heartbeat = value,
+                "REALTIME_AUTH_RECHECK" => self.realtime.auth_recheck = value,
+                "REALTIME_MAX_PER_IP" => {
+                    self.realtime.max_per_ip = value
+                        .parse()
+                        .map_err(|_| invalid("expected a whole number"))?
+                }
+                "REALTIME_MAX_PER_USER" => {
+                    self.realtime.max_per_user = value
+                        .parse()
+                        .map_err(|_| invalid("expected a whole number"))?
+                }
                 // Variables read by the CLI or the test suites, not by the server.
                 "TOKEN" | "SERVER" | "TEST_PG_URL" | "REQUIRE_PG" | "CONFIG" | "LOG" => {}
                 _ => return Err(invalid("unknown setting (check the spelling)")),
@@ -502,7 +557,22 @@ impl ServerConfig {
         if !self.smtp.host.is_empty() && self.smtp.port == 0 {
             return Err(invalid("smtp.port", "must be set when smtp.host is".into()));
         }
+        let rt = &self.realtime;
+        if rt.max_per_ip == 0 || rt.max_per_user == 0 {
+            return Err(invalid(
+                "realtime.max_per_ip",
+                "realtime.max_per_ip and max_per_user must be at least 1".into(),
+            ));
+        }
+        let realtime = RealtimeSettings {
+            retention: duration("realtime.retention", &rt.retention)?,
+            heartbeat: duration("realtime.heartbeat", &rt.heartbeat)?,
+            auth_recheck: duration("realtime.auth_recheck", &rt.auth_recheck)?,
+            max_per_ip: rt.max_per_ip,
+            max_per_user: rt.max_per_user,
+        };
         Ok(Settings {
+            realtime,
             access_token_ttl,
             refresh_token_ttl,
             email_token_ttl,

@@ -16,6 +16,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod catalog;
+pub mod changes;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -25,8 +26,10 @@ pub mod mail;
 pub mod openapi;
 pub mod passwords;
 pub mod ratelimit;
+pub mod realtime;
 pub mod records;
 pub mod schemas;
+pub mod sync;
 pub mod tokens;
 
 use std::future::Future;
@@ -93,7 +96,9 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
     } else {
         Duration::from_secs(30)
     };
+    let realtime = realtime::Hub::new(db.clone(), catalog.clone(), settings.realtime.clone());
     Ok(AppState::new(http::Shared {
+        realtime,
         jobs,
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
@@ -111,15 +116,30 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Rate limiter state of keys back at full budget is dropped once a minute.
-    let limits = state.limits.clone();
+    // Once a minute: rate limiter state of keys back at full budget is dropped, and the
+    // change log loses what is older than retention (in short batches).
+    let (limits, db, retention) = (
+        state.limits.clone(),
+        state.db.clone(),
+        state.settings.realtime.retention,
+    );
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             limits.housekeeping();
+            if let Err(e) = changes::prune(&db, retention).await {
+                tracing::warn!(error = %e, "change log retention failed");
+            }
         }
     });
+    let mut background = vec![tokio::spawn(state.realtime.clone().run())];
+    if state.db.dialect() == ferrobase_expr::Dialect::Postgres {
+        background.push(tokio::spawn(realtime::run_pg_pump(
+            state.db.clone(),
+            state.settings.database_url.clone(),
+        )));
+    }
     // Another replica may apply a schema version: notice it within a couple of seconds.
     let refresher = (state.db.dialect() == ferrobase_expr::Dialect::Postgres).then(|| {
         let (db, catalog) = (state.db.clone(), state.catalog.clone());
@@ -135,17 +155,24 @@ pub async fn serve(
     });
     let db = state.db.clone();
     let jobs = state.jobs.clone();
+    let hub = state.realtime.clone();
     let app = http::router(state);
     let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        hub.close();
+    })
     .await;
     if let Some(r) = refresher {
         r.abort();
     }
     housekeeping.abort();
+    for task in background {
+        task.abort();
+    }
     // Running jobs finish (or go back to the queue) while the database is still open.
     jobs.shutdown().await;
     db.close().await;

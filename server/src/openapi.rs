@@ -89,6 +89,8 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
         crate::http::records::update,
         crate::http::records::delete,
         crate::http::records::batch,
+        crate::http::records::changes,
+        crate::http::realtime::subscribe,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -97,6 +99,8 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
         (name = "admin", description = "Operator sign-in, schema management, user support, admin accounts, API keys and the audit log (admin token or API key)."),
         (name = "auth", description = "App users: sign-up, sign-in, token refresh, profile, sessions, email verification and password reset."),
         (name = "records", description = "Records of any collection, subject to its rules."),
+        (name = "sync", description = "Delta sync for offline-first clients: what changed since a cursor, with tombstones (docs/offline-sync.md)."),
+        (name = "realtime", description = "Server-Sent Events of record changes, resumable with Last-Event-ID."),
     ),
 )]
 pub struct ApiDoc;
@@ -408,6 +412,29 @@ pub const ERRORS: &[(&str, &[Code])] = {
                 InvalidToken,
                 PayloadTooLarge,
                 UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "sync_changes",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "realtime_subscribe",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                RateLimited,
                 Unavailable,
             ],
         ),

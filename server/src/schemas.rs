@@ -8,7 +8,7 @@ use chrono::Utc;
 use ferrobase_schema::{Change, Collection};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, CatalogHandle};
+use crate::catalog::{Catalog, CatalogHandle, CollectionInfo};
 use crate::db::{ColType, Conn, Db, DbError, Param};
 use crate::error::{Code, Error};
 
@@ -66,25 +66,75 @@ pub fn schema_errors(errors: Vec<ferrobase_schema::SchemaError>) -> Error {
     err
 }
 
-/// The triggers that append every write of collection `name` to the change log, in the same
-/// statement (idempotent: safe to run on every apply). Names are validated identifiers.
-fn change_triggers(dialect: ferrobase_expr::Dialect, name: &str) -> Vec<String> {
+/// The triggers that append every write of a collection to the change log, in the same
+/// statement (safe to run on every apply). Names are validated identifiers.
+///
+/// Updates and deletes also log the record as it was (`old`), so realtime and sync can tell who
+/// could see it before. On SQLite that JSON is spelled out per column, so the update and delete
+/// triggers are rebuilt on every apply (the columns may have changed); PostgreSQL's shared
+/// trigger function takes `to_jsonb(OLD)` and needs nothing per collection.
+fn change_triggers(dialect: ferrobase_expr::Dialect, info: &CollectionInfo) -> Vec<String> {
+    let name = info.name();
     match dialect {
-        ferrobase_expr::Dialect::Sqlite => vec![
-            format!(
-                "CREATE TRIGGER IF NOT EXISTS \"c_{name}_ins\" AFTER INSERT ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('{name}', NEW.\"id\", 'create', NEW.\"updated_at\"); END"
-            ),
-            format!(
-                "CREATE TRIGGER IF NOT EXISTS \"c_{name}_upd\" AFTER UPDATE ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('{name}', NEW.\"id\", 'update', NEW.\"updated_at\"); END"
-            ),
-            format!(
-                "CREATE TRIGGER IF NOT EXISTS \"c_{name}_del\" AFTER DELETE ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at) VALUES ('{name}', OLD.\"id\", 'delete', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')); END"
-            ),
-        ],
+        ferrobase_expr::Dialect::Sqlite => {
+            let (new, old) = (sqlite_row_json(info, "NEW"), sqlite_row_json(info, "OLD"));
+            vec![
+                format!("DROP TRIGGER IF EXISTS \"c_{name}_ins\""),
+                format!(
+                    "CREATE TRIGGER \"c_{name}_ins\" AFTER INSERT ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at, record) VALUES ('{name}', NEW.\"id\", 'create', NEW.\"updated_at\", {new}); END"
+                ),
+                format!("DROP TRIGGER IF EXISTS \"c_{name}_upd\""),
+                format!(
+                    "CREATE TRIGGER \"c_{name}_upd\" AFTER UPDATE ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at, record, old) VALUES ('{name}', NEW.\"id\", 'update', NEW.\"updated_at\", {new}, {old}); END"
+                ),
+                format!("DROP TRIGGER IF EXISTS \"c_{name}_del\""),
+                format!(
+                    "CREATE TRIGGER \"c_{name}_del\" AFTER DELETE ON \"c_{name}\" BEGIN INSERT INTO _fb_changes (collection, record_id, op, at, old) VALUES ('{name}', OLD.\"id\", 'delete', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), {old}); END"
+                ),
+            ]
+        }
         ferrobase_expr::Dialect::Postgres => vec![format!(
             "CREATE OR REPLACE TRIGGER \"c_{name}_changes\" AFTER INSERT OR UPDATE OR DELETE ON \"c_{name}\" FOR EACH ROW EXECUTE FUNCTION _fb_log_change('{name}')"
         )],
     }
+}
+
+/// `NEW` or `OLD` as a JSON object of the collection's API columns (SQLite). `json_object`
+/// takes at most 127 arguments, so wide collections are built in chunks merged with
+/// `json_patch` (which drops null members: readers treat a missing member as null).
+fn sqlite_row_json(info: &CollectionInfo, row: &str) -> String {
+    let pairs: Vec<String> = info
+        .columns
+        .iter()
+        .map(|c| match c.col {
+            ColType::Json => format!("'{0}', json({row}.\"{0}\")", c.name),
+            _ => format!("'{0}', {row}.\"{0}\"", c.name),
+        })
+        .collect();
+    pairs
+        .chunks(50)
+        .map(|chunk| format!("json_object({})", chunk.join(", ")))
+        .reduce(|a, b| format!("json_patch({a}, {b})"))
+        .unwrap_or_else(|| "NULL".into())
+}
+
+/// Collections whose view rule changes (or that go away) in moving from `current` to
+/// `desired`: their realtime subscribers and sync clients must start over, because records
+/// may have become visible or hidden without any change of their own.
+fn rule_resets(current: &[Collection], desired: &[Collection]) -> Vec<String> {
+    let (before, after) = (
+        Catalog::new(0, current.to_vec()),
+        Catalog::new(0, desired.to_vec()),
+    );
+    let mut names: Vec<String> = before.names();
+    names.sort();
+    names
+        .into_iter()
+        .filter(|n| match (before.get(n), after.get(n)) {
+            (Some(b), Some(a)) => b.def.rules.view != a.def.rules.view,
+            _ => true,
+        })
+        .collect()
 }
 
 fn validate(desired: &[Collection]) -> Result<(), Error> {
@@ -160,15 +210,31 @@ pub async fn apply(
                     )
                     .with("changes", serde_json::to_value(&changes).unwrap_or_default()));
                 }
+                // SQLite refuses to drop a column a trigger names: the triggers that log `old`
+                // go first and are rebuilt below from the new columns.
+                if dialect == ferrobase_expr::Dialect::Sqlite {
+                    for name in Catalog::new(0, current.clone()).names() {
+                        c.execute_script(&format!(
+                            "DROP TRIGGER IF EXISTS \"c_{name}_ins\"; DROP TRIGGER IF EXISTS \"c_{name}_upd\"; DROP TRIGGER IF EXISTS \"c_{name}_del\""
+                        ))
+                        .await?;
+                    }
+                }
                 for stmt in ferrobase_schema::ddl(dialect, &with_users(&current), &with_users(&desired)) {
                     c.execute_script(&stmt).await.map_err(|e: DbError| {
                         Error::new(Code::Conflict, format!("The database refused the change: {e}"))
                     })?;
                 }
-                for col in desired.iter().filter(|c| c.name != "users") {
-                    for stmt in change_triggers(dialect, &col.name) {
-                        c.execute_script(&stmt).await?;
+                let compiled = Catalog::new(0, desired.clone());
+                for name in compiled.names() {
+                    if let Some(info) = compiled.get(&name) {
+                        for stmt in change_triggers(dialect, &info) {
+                            c.execute_script(&stmt).await?;
+                        }
                     }
+                }
+                for name in rule_resets(&current, &desired) {
+                    crate::changes::mark_reset(&mut c, &name).await?;
                 }
                 let next = version + 1;
                 c.execute(

@@ -31,6 +31,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0003_change_triggers.sql"),
         postgres: include_str!("../../../migrations/postgres/0003_change_triggers.sql"),
     },
+    Migration {
+        version: 4,
+        name: "change_log",
+        sqlite: include_str!("../../../migrations/sqlite/0004_change_log.sql"),
+        postgres: include_str!("../../../migrations/postgres/0004_change_log.sql"),
+    },
 ];
 
 /// Any number: it only has to be the same for every replica.

@@ -424,7 +424,13 @@ impl DbOptions {
 /// The database handle, cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
+}
+
+struct Handle {
+    kind: Inner,
+    /// Woken after every committed write job (see [`Db::committed`]).
+    commits: tokio::sync::Notify,
 }
 
 enum Inner {
@@ -500,12 +506,15 @@ impl Db {
             Inner::Postgres { pool }
         };
         Ok(Db {
-            inner: Arc::new(inner),
+            inner: Arc::new(Handle {
+                kind: inner,
+                commits: tokio::sync::Notify::new(),
+            }),
         })
     }
 
     pub fn dialect(&self) -> Dialect {
-        match &*self.inner {
+        match &self.inner.kind {
             Inner::Sqlite { .. } => Dialect::Sqlite,
             Inner::Postgres { .. } => Dialect::Postgres,
         }
@@ -518,7 +527,7 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        match &*self.inner {
+        match &self.inner.kind {
             Inner::Sqlite { readers, .. } => readers.run(f).await,
             Inner::Postgres { pool } => pg_run(pool, f).await,
         }
@@ -533,7 +542,7 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        match &*self.inner {
+        match &self.inner.kind {
             Inner::Sqlite { local, .. } => local.run(f).await,
             Inner::Postgres { pool } => pg_run(pool, f).await,
         }
@@ -547,7 +556,7 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        match &*self.inner {
+        let out = match &self.inner.kind {
             Inner::Sqlite { writer, .. } => writer.submit_with(f, false).await,
             Inner::Postgres { pool } => {
                 let mut lease = pool.acquire().await?;
@@ -558,7 +567,11 @@ impl Db {
                 lease.release();
                 out
             }
+        };
+        if out.is_ok() {
+            self.inner.commits.notify_waiters();
         }
+        out
     }
 
     /// Like [`Db::write`] for a job that does at most one write statement (plus any reads).
@@ -573,16 +586,33 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        match &*self.inner {
+        let out = match &self.inner.kind {
             Inner::Sqlite { writer, .. } => writer.submit_with(f, true).await,
             Inner::Postgres { pool } => pg_run(pool, f).await,
+        };
+        if out.is_ok() {
+            self.inner.commits.notify_waiters();
         }
+        out
+    }
+
+    /// Resolves after the next write job commits (one that is still running when this is
+    /// called counts). Realtime waits on it to read the change log without polling; create the
+    /// future and `enable` it *before* reading, so a commit in between is not missed.
+    pub fn committed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.commits.notified()
+    }
+
+    /// Wakes whoever waits in [`Db::committed`], for commits this process did not make (another
+    /// replica's, announced by PostgreSQL `NOTIFY`).
+    pub fn wake(&self) {
+        self.inner.commits.notify_waiters();
     }
 
     /// Whether the database answers (readiness): a reader, and the writer (on SQLite a dead
     /// writer task would otherwise leave the server "ready" but unable to write).
     pub async fn ping(&self) -> bool {
-        if let Inner::Sqlite { writer, .. } = &*self.inner {
+        if let Inner::Sqlite { writer, .. } = &self.inner.kind {
             let alive = writer
                 .submit_with(
                     |mut c| {
@@ -613,7 +643,7 @@ impl Db {
 
     /// Closes pools and stops the writer after it drained its queue.
     pub async fn close(&self) {
-        match &*self.inner {
+        match &self.inner.kind {
             Inner::Sqlite { writer, stop, .. } => {
                 writer.shutdown().await;
                 stop.store(true, Ordering::Relaxed);

@@ -49,6 +49,20 @@ async fn resolve(headers: &axum::http::HeaderMap, state: &AppState) -> Result<Pr
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .ok_or_else(|| Error::unauthenticated("Use `Authorization: Bearer <token>`."))?;
+    resolve_token(state, token).await
+}
+
+/// The `Bearer` token of `headers`, if one is sent.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// The caller a token names (user access token, admin token or API key), or 401.
+pub async fn resolve_token(state: &AppState, token: &str) -> Result<Principal, Error> {
     if token.starts_with(crate::admin::TOKEN_PREFIX) && token.len() <= 128 {
         return crate::admin::resolve_token(&state.db, token).await;
     }

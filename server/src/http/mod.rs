@@ -6,6 +6,7 @@ pub mod admin_ops;
 pub mod auth;
 pub mod extract;
 pub mod middleware;
+pub mod realtime;
 pub mod records;
 
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub keys: crate::auth::Keys,
     pub sessions: Arc<crate::auth::cache::SessionCache>,
     pub limits: crate::ratelimit::Limits,
+    /// Realtime fan-out (SSE streams).
+    pub realtime: Arc<crate::realtime::Hub>,
 }
 
 impl Shared {
@@ -89,6 +92,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(records::update)
                 .delete(records::delete),
         )
+        .route("/collections/{collection}/changes", get(records::changes))
+        .route("/realtime", get(realtime::subscribe))
         .route("/batch", post(records::batch))
         .merge(auth::routes())
         .merge(admin_ops::routes())

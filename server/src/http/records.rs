@@ -330,3 +330,45 @@ pub async fn batch(
         .await?;
     Ok(Json(json!({ "results": results })).into_response())
 }
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChangesQuery {
+    /// Where to continue: a `cursor` from an earlier answer, an SSE event id, or `now`.
+    /// Absent: from the beginning (initial sync).
+    pub since: Option<String>,
+    /// Most changes per page (default 500, at most 5000).
+    pub limit: Option<String>,
+}
+
+/// Delta sync: what changed in a collection since a cursor, with tombstones, under the view rule.
+#[utoipa::path(get, path = "/v1/collections/{collection}/changes", tag = "sync",
+    operation_id = "sync_changes", security((), ("bearer" = [])),
+    params(("collection" = String, Path, description = "Collection name"), ChangesQuery),
+    responses((status = 200, description = "One page of changes", body = crate::sync::SyncPage)))]
+pub async fn changes(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(name): Path<String>,
+    Query(q): Query<ChangesQuery>,
+) -> Result<Response, Error> {
+    let catalog = state.catalog.current();
+    let info = collection(&catalog, &name)?;
+    let limit = match q.limit.as_deref() {
+        None => crate::sync::DEFAULT_LIMIT,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=crate::sync::MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Error::bad_request(format!(
+                    "`limit` must be a whole number from 1 to {}.",
+                    crate::sync::MAX_LIMIT
+                ))
+                .with("parameter", "limit")
+            })?,
+    };
+    let since = crate::sync::Since::parse(q.since.as_deref())?;
+    let page = crate::sync::changes(&state.db, info, Actor::new(principal), since, limit).await?;
+    Ok(Json(page).into_response())
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 pub mod smtp;
+pub mod sse;
 
 use std::sync::Arc;
 
@@ -107,6 +108,8 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
     pg_db: Option<String>,
     admin: Arc<OnceCell<String>>,
+    /// The database URL, for [`TestServer::replica`].
+    pub db_url: String,
 }
 
 pub struct Resp {
@@ -202,7 +205,19 @@ impl TestServer {
         // Tests sign many users up from one address: limits are tested on their own.
         config.auth.rate_limits.enabled = false;
         tweak(&mut config);
+        Some(Self::boot(config, backend, dir, pg_db, Arc::new(OnceCell::new())).await)
+    }
+
+    /// Opens and serves `config` on 127.0.0.1:0.
+    async fn boot(
+        config: ServerConfig,
+        backend: Backend,
+        dir: tempfile::TempDir,
+        pg_db: Option<String>,
+        admin: Arc<OnceCell<String>>,
+    ) -> TestServer {
         let settings = config.resolve().unwrap();
+        let db_url = settings.database_url.clone();
         let state = ferrobase_server::open(settings).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -215,7 +230,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        Some(TestServer {
+        TestServer {
             base: format!("http://{addr}"),
             backend,
             client: reqwest::Client::new(),
@@ -224,8 +239,23 @@ impl TestServer {
             handle: Some(handle),
             _dir: dir,
             pg_db,
-            admin: Arc::new(OnceCell::new()),
-        })
+            admin,
+            db_url,
+        }
+    }
+
+    /// A second server on the same PostgreSQL database (another replica behind a load
+    /// balancer), configured by `tweak`. Stopping it leaves the database alone.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        assert_eq!(self.backend, Backend::Postgres, "replicas share PostgreSQL");
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.http.addr = "127.0.0.1:0".into();
+        config.database.url = self.db_url.clone();
+        config.auth.rate_limits.enabled = false;
+        tweak(&mut config);
+        Self::boot(config, self.backend, dir, None, self.admin.clone()).await
     }
 
     /// Stops the server and drops its PostgreSQL database.
@@ -432,6 +462,51 @@ pub async fn signup(s: &TestServer, email: &str) -> (String, String, String) {
         b["access_token"].as_str().unwrap().to_owned(),
         b["refresh_token"].as_str().unwrap().to_owned(),
     )
+}
+
+/// Notes owned by users (`owner` holds a user id): visible by `view`, writable by the owner.
+/// Realtime and sync tests flip `public` and the view rule to move records in and out of sight.
+pub fn notes_schema(view: &str) -> Value {
+    json!([{
+        "name": "notes",
+        "fields": {
+            "owner": {"type": "text", "required": true},
+            "title": {"type": "text"},
+            "public": {"type": "bool", "default": false}
+        },
+        "rules": {
+            "list": view, "view": view,
+            "create": "owner = @auth.id",
+            "update": "owner = @auth.id",
+            "delete": "owner = @auth.id"
+        }
+    }, {
+        "name": "locked",
+        "fields": {"x": {"type": "text"}}
+    }])
+}
+
+/// The notes view rule most realtime and sync tests use.
+pub const NOTES_VIEW: &str = "owner = @auth.id || public = true";
+
+/// Creates a note as `token` and returns its id.
+pub async fn create_note(
+    s: &TestServer,
+    token: &str,
+    owner: &str,
+    title: &str,
+    public: bool,
+) -> String {
+    s.post(
+        "/v1/collections/notes/records",
+        Some(token),
+        json!({"owner": owner, "title": title, "public": public}),
+    )
+    .await
+    .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A posts/authors schema used by many tests.
