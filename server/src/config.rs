@@ -36,6 +36,71 @@ pub struct ServerConfig {
     pub smtp: SmtpConfig,
     pub mail: MailConfig,
     pub realtime: RealtimeConfig,
+    pub storage: StorageConfig,
+}
+
+/// Where files live: under the data dir, or in an S3-compatible bucket.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` (under `<data_dir>/storage`) or `s3`.
+    pub backend: String,
+    pub bucket: String,
+    /// Empty = AWS; e.g. `http://127.0.0.1:9000` for MinIO or moto.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style requests (MinIO, moto, most self-hosted S3).
+    pub path_style: bool,
+    /// Allow an `http://` endpoint (only for loopback).
+    pub allow_http: bool,
+    /// Key prefix, so several deployments can share a bucket.
+    pub prefix: String,
+    /// Largest file of a `file` field without its own `max_size`, e.g. `50MB`.
+    pub max_file_size: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            bucket: "ferrobase".into(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: false,
+            allow_http: false,
+            prefix: String::new(),
+            max_file_size: "50MB".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    // Never print the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("backend", &self.backend)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &if self.secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "***"
+                },
+            )
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("prefix", &self.prefix)
+            .field("max_file_size", &self.max_file_size)
+            .finish()
+    }
 }
 
 /// Realtime streams and the change log behind them (and behind delta sync).
@@ -239,6 +304,7 @@ impl Default for ServerConfig {
             smtp: SmtpConfig::default(),
             mail: MailConfig::default(),
             realtime: RealtimeConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -304,6 +370,9 @@ pub struct Settings {
     pub smtp: SmtpConfig,
     pub mail: MailConfig,
     pub realtime: RealtimeSettings,
+    pub storage: StorageConfig,
+    /// Bytes, from `storage.max_file_size`.
+    pub max_file_size: u64,
 }
 
 /// Resolved rate limits: (requests, per period).
@@ -438,6 +507,24 @@ impl ServerConfig {
                 "MAIL_FROM" => self.mail.from = value,
                 "MAIL_APP_NAME" => self.mail.app_name = value,
                 "MAIL_LINK_BASE" => self.mail.link_base = value,
+                "STORAGE_BACKEND" => self.storage.backend = value,
+                "STORAGE_BUCKET" => self.storage.bucket = value,
+                "STORAGE_ENDPOINT" => self.storage.endpoint = value,
+                "STORAGE_REGION" => self.storage.region = value,
+                "STORAGE_ACCESS_KEY_ID" => self.storage.access_key_id = value,
+                "STORAGE_SECRET_ACCESS_KEY" => self.storage.secret_access_key = value,
+                "STORAGE_PREFIX" => self.storage.prefix = value,
+                "STORAGE_MAX_FILE_SIZE" => self.storage.max_file_size = value,
+                "STORAGE_PATH_STYLE" => {
+                    self.storage.path_style = value
+                        .parse()
+                        .map_err(|_| invalid("expected true or false"))?
+                }
+                "STORAGE_ALLOW_HTTP" => {
+                    self.storage.allow_http = value
+                        .parse()
+                        .map_err(|_| invalid("expected true or false"))?
+                }
                 "REALTIME_RETENTION" => self.realtime.retention = value,
                 "REALTIME_HEARTBEAT" => self.realtime.heartbeat = value,
                 "REALTIME_AUTH_RECHECK" => self.realtime.auth_recheck = value,
@@ -571,7 +658,26 @@ impl ServerConfig {
             max_per_ip: rt.max_per_ip,
             max_per_user: rt.max_per_user,
         };
+        if !matches!(self.storage.backend.as_str(), "local" | "s3") {
+            return Err(invalid(
+                "storage.backend",
+                format!("`{}` is not local or s3", self.storage.backend),
+            ));
+        }
+        if self.storage.backend == "s3" && self.storage.bucket.is_empty() {
+            return Err(invalid("storage.bucket", "must be set for s3".into()));
+        }
+        let max_file_size = parse_size(&self.storage.max_file_size)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                invalid(
+                    "storage.max_file_size",
+                    format!("`{}` is not a size like 50MB", self.storage.max_file_size),
+                )
+            })?;
         Ok(Settings {
+            storage: self.storage.clone(),
+            max_file_size,
             realtime,
             access_token_ttl,
             refresh_token_ttl,

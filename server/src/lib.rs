@@ -20,6 +20,7 @@ pub mod changes;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod jobs;
 pub mod mail;
@@ -85,7 +86,14 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
             e.cause.as_deref().unwrap_or(&e.detail)
         )
     })?;
-    let jobs = jobs::spawn(db.clone(), vec![Arc::new(sender)]);
+    let files = files::Files::open(&settings)
+        .map_err(|e| anyhow::anyhow!("invalid storage settings: {e}"))?;
+    let collector = files::Collector {
+        db: db.clone(),
+        catalog: catalog.clone(),
+        files: files.clone(),
+    };
+    let jobs = jobs::spawn(db.clone(), vec![Arc::new(sender), Arc::new(collector)]);
     let keys = auth::Keys::load(&db)
         .await
         .map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
@@ -98,6 +106,7 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
     };
     let realtime = realtime::Hub::new(db.clone(), catalog.clone(), settings.realtime.clone());
     Ok(AppState::new(http::Shared {
+        files,
         realtime,
         jobs,
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),

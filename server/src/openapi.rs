@@ -91,6 +91,9 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
         crate::http::records::batch,
         crate::http::records::changes,
         crate::http::realtime::subscribe,
+        crate::http::files::put_file,
+        crate::http::files::download,
+        crate::http::files::file_token,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -101,6 +104,7 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
         (name = "records", description = "Records of any collection, subject to its rules."),
         (name = "sync", description = "Delta sync for offline-first clients: what changed since a cursor, with tombstones (docs/offline-sync.md)."),
         (name = "realtime", description = "Server-Sent Events of record changes, resumable with Last-Event-ID."),
+        (name = "files", description = "Files of `file` fields: upload (multipart record writes or a raw PUT), download under the record's view rule, file tokens."),
     ),
 )]
 pub struct ApiDoc;
@@ -414,6 +418,35 @@ pub const ERRORS: &[(&str, &[Code])] = {
                 UnsupportedMediaType,
                 Unavailable,
             ],
+        ),
+        (
+            "put_file",
+            &[
+                BadRequest,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                VersionMismatch,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "download_file",
+            &[
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "file_token",
+            &[BadRequest, Unauthenticated, TokenExpired, Unavailable],
         ),
         (
             "sync_changes",
@@ -944,6 +977,17 @@ pub struct Record {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct RecordInput {}
+
+/// A multipart record write: a `data` part (the JSON record body) and one part per uploaded
+/// file, named after its file field (repeat the part for a `multiple` field). Types are
+/// checked from the files' bytes; a single field takes the new file, a multiple one appends.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RecordMultipart {
+    /// The record body as JSON (`application/json`).
+    #[schema(value_type = Option<String>)]
+    data: Option<String>,
+}
 
 /// One page of a list.
 #[derive(ToSchema)]

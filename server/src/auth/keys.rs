@@ -152,6 +152,17 @@ impl Keys {
         session: &str,
         ttl: std::time::Duration,
     ) -> Result<String, Error> {
+        self.issue_typed(user, session, ttl, "access")
+    }
+
+    /// A token for another purpose (`typ`), e.g. `file`: never accepted as an access token.
+    pub fn issue_typed(
+        &self,
+        user: &str,
+        session: &str,
+        ttl: std::time::Duration,
+        typ: &str,
+    ) -> Result<String, Error> {
         let (kid, secret) = self
             .current()
             .ok_or_else(|| Error::internal("no signing key"))?;
@@ -161,7 +172,7 @@ impl Keys {
             sid: session.to_owned(),
             iat: now,
             exp: now + i64::try_from(ttl.as_secs()).unwrap_or(900),
-            typ: "access".into(),
+            typ: typ.into(),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid);
@@ -172,6 +183,11 @@ impl Keys {
     /// Verifies signature, algorithm (HS256 only: `alg: none` and key-confusion are refused),
     /// expiry and purpose. Says nothing about revocation: the caller checks the session.
     pub async fn verify(&self, db: &Db, token: &str) -> Result<Claims, Error> {
+        self.verify_typed(db, token, "access").await
+    }
+
+    /// Like [`Keys::verify`] for a token of purpose `typ`.
+    pub async fn verify_typed(&self, db: &Db, token: &str, typ: &str) -> Result<Claims, Error> {
         let invalid = || Error::unauthenticated("The access token is not valid.");
         if token.len() > 4096 {
             return Err(invalid());
@@ -206,7 +222,7 @@ impl Keys {
                     ),
                     _ => invalid(),
                 })?;
-        if data.claims.typ != "access" {
+        if data.claims.typ != typ {
             return Err(invalid());
         }
         Ok(data.claims)

@@ -98,6 +98,27 @@ impl AuthCtx<'_> {
     /// enabled on every request (revocation takes effect at once).
     pub async fn principal(&self, token: &str) -> Result<Principal, Error> {
         let claims = self.keys.verify(self.db, token).await?;
+        self.live_principal(claims).await
+    }
+
+    /// A short-lived token for file downloads by image loaders that cannot send headers: the
+    /// caller's own rights, tied to the session (revoking it ends the token too).
+    pub fn file_token(
+        &self,
+        user: &str,
+        session: &str,
+        ttl: std::time::Duration,
+    ) -> Result<String, Error> {
+        self.keys.issue_typed(user, session, ttl, "file")
+    }
+
+    /// The caller a file token names, if its session is still live.
+    pub async fn file_principal(&self, token: &str) -> Result<Principal, Error> {
+        let claims = self.keys.verify_typed(self.db, token, "file").await?;
+        self.live_principal(claims).await
+    }
+
+    async fn live_principal(&self, claims: keys::Claims) -> Result<Principal, Error> {
         let live = match self.cache.get(&claims.sid, &claims.sub) {
             Some(live) => live,
             None => {

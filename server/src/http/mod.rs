@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admin_ops;
 pub mod auth;
 pub mod extract;
+pub mod files;
 pub mod middleware;
 pub mod realtime;
 pub mod records;
@@ -56,6 +57,8 @@ pub struct Shared {
     pub limits: crate::ratelimit::Limits,
     /// Realtime fan-out (SSE streams).
     pub realtime: Arc<crate::realtime::Hub>,
+    /// File storage.
+    pub files: crate::files::Files,
 }
 
 impl Shared {
@@ -94,6 +97,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/collections/{collection}/changes", get(records::changes))
         .route("/realtime", get(realtime::subscribe))
+        .route(
+            "/collections/{collection}/records/{id}/files/{field}",
+            axum::routing::put(files::put_file),
+        )
+        .route("/files/token", post(files::file_token))
+        .route("/files/{collection}/{id}/{filename}", get(files::download))
         .route("/batch", post(records::batch))
         .merge(auth::routes())
         .merge(admin_ops::routes())

@@ -107,22 +107,31 @@ pub async fn view(
 #[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "records",
     operation_id = "create_record", security((), ("bearer" = [])),
     params(("collection" = String, Path, description = "Collection name")),
-    request_body(content = crate::openapi::RecordInput, content_type = "application/json"),
+    request_body(content(
+        (crate::openapi::RecordInput = "application/json"),
+        (crate::openapi::RecordMultipart = "multipart/form-data"))),
     responses((status = 201, description = "Created", body = crate::openapi::Record,
         headers(("ETag" = String, description = "The record's version, quoted")))))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(name): Path<String>,
-    JsonObject(body): JsonObject,
+    req: axum::extract::Request,
 ) -> Result<Response, Error> {
     let catalog = state.catalog.current();
     let info = collection(&catalog, &name)?;
+    if super::files::is_multipart(req.headers()) {
+        let headers = req.headers().clone();
+        return super::files::multipart_create(&state, principal, info, &headers, req.into_body())
+            .await;
+    }
+    let JsonObject(body) =
+        <JsonObject as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
     let actor = Actor::new(principal);
     let record = state
         .db
         .write_one(move |mut c| {
-            Box::pin(async move { create_in(&mut c, &catalog, &info, &actor, &body).await })
+            Box::pin(async move { create_in(&mut c, &catalog, &info, &actor, &body, &[]).await })
         })
         .await?;
     Ok(with_etag(StatusCode::CREATED, record))
@@ -136,29 +145,65 @@ pub async fn create(
         ("id" = String, Path, description = "Record id"),
         ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#,
             description = "The version the change is based on, e.g. `\"3\"`")),
-    request_body(content = crate::openapi::RecordInput, content_type = "application/json"),
+    request_body(content(
+        (crate::openapi::RecordInput = "application/json"),
+        (crate::openapi::RecordMultipart = "multipart/form-data"))),
     responses((status = 200, description = "The updated record", body = crate::openapi::Record,
         headers(("ETag" = String, description = "The record's new version, quoted")))))]
 pub async fn update(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path((name, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    JsonObject(body): JsonObject,
+    req: axum::extract::Request,
 ) -> Result<Response, Error> {
+    let headers = req.headers().clone();
     let expected = if_match(&headers)?;
     let catalog = state.catalog.current();
     let info = collection(&catalog, &name)?;
+    if super::files::is_multipart(&headers) {
+        return super::files::multipart_update(
+            &state,
+            principal,
+            info,
+            id,
+            expected,
+            &headers,
+            req.into_body(),
+        )
+        .await;
+    }
+    let JsonObject(body) =
+        <JsonObject as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
     let actor = Actor::new(principal);
-    let record = state
-        .db
-        .write_one(move |mut c| {
-            Box::pin(async move {
-                update_in(&mut c, &catalog, &info, &actor, &id, &body, expected).await
-            })
+    // A collection with files may enqueue their collection with the write: a transaction.
+    let has_files = !crate::files::file_fields(&info).is_empty();
+    let record = write_record(&state, has_files, move |mut c| {
+        Box::pin(async move {
+            update_in(&mut c, &catalog, &info, &actor, &id, &body, expected, &[]).await
         })
-        .await?;
+    })
+    .await?;
     Ok(with_etag(StatusCode::OK, record))
+}
+
+/// A record write in a transaction when it may enqueue jobs (file collection) besides its one
+/// statement, else as a single statement (cheaper).
+async fn write_record<T, F>(state: &AppState, transaction: bool, f: F) -> Result<T, Error>
+where
+    F: for<'c> FnOnce(crate::db::Conn<'c>) -> crate::db::BoxFut<'c, Result<T, Error>>
+        + Send
+        + 'static,
+    T: Send + 'static,
+{
+    let out = if transaction {
+        state.db.write(f).await
+    } else {
+        state.db.write_one(f).await
+    };
+    if transaction && out.is_ok() {
+        state.jobs.notify();
+    }
+    out
 }
 
 /// Delete a record.
@@ -179,12 +224,11 @@ pub async fn delete(
     let catalog = state.catalog.current();
     let info = collection(&catalog, &name)?;
     let actor = Actor::new(principal);
-    state
-        .db
-        .write_one(move |mut c| {
-            Box::pin(async move { delete_in(&mut c, &info, &actor, &id, expected).await })
-        })
-        .await?;
+    let has_files = !crate::files::file_fields(&info).is_empty();
+    write_record(&state, has_files, move |mut c| {
+        Box::pin(async move { delete_in(&mut c, &info, &actor, &id, expected).await })
+    })
+    .await?;
     if name == "users" {
         // A deleted user's sessions end with it: drop cached session states.
         state.auth().sessions_changed();
@@ -301,17 +345,25 @@ pub async fn batch(
                     let result = match op {
                         Planned::Create(name, body) => {
                             let info = collection(&catalog, &name).map_err(tag(i))?;
-                            let rec = create_in(&mut c, &catalog, &info, &actor, &body)
+                            let rec = create_in(&mut c, &catalog, &info, &actor, &body, &[])
                                 .await
                                 .map_err(tag(i))?;
                             json!({"status": 201, "body": rec})
                         }
                         Planned::Update(name, id, body, expected) => {
                             let info = collection(&catalog, &name).map_err(tag(i))?;
-                            let rec =
-                                update_in(&mut c, &catalog, &info, &actor, &id, &body, expected)
-                                    .await
-                                    .map_err(tag(i))?;
+                            let rec = update_in(
+                                &mut c,
+                                &catalog,
+                                &info,
+                                &actor,
+                                &id,
+                                &body,
+                                expected,
+                                &[],
+                            )
+                            .await
+                            .map_err(tag(i))?;
                             json!({"status": 200, "body": rec})
                         }
                         Planned::Delete(name, id, expected) => {

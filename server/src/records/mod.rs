@@ -232,13 +232,19 @@ fn map_write_error(info: &CollectionInfo, e: crate::db::DbError) -> Error {
 }
 
 /// Creates a record. `body` may carry a client-chosen UUID `id`.
+/// `uploads`: files this request uploaded for the new record, by field (the only file names
+/// its file fields may hold).
 pub async fn create_in(
     c: &mut Conn<'_>,
     catalog: &Catalog,
     info: &CollectionInfo,
     actor: &Actor,
     body: &Map<String, Value>,
+    uploads: &[(String, Vec<String>)],
 ) -> Result<Map<String, Value>, Error> {
+    let merged = with_uploads(info, body, None, uploads)?;
+    let body = &merged;
+    let uploaded: Vec<String> = uploads.iter().flat_map(|(_, n)| n.clone()).collect();
     if info.name() == "users" {
         return Err(Error::forbidden(
             "Users are created by signing up (POST /v1/auth/signup).",
@@ -259,6 +265,7 @@ pub async fn create_in(
         Some(_) => return Err(Error::field("id", "must be a UUID string")),
     };
     let checked = validate::validate(info, body, Mode::Create)?;
+    file_changes(info, None, &checked.values, &uploaded)?;
     if let Access::Rule(rule) = rule {
         // The create rule sees the record as it would be stored.
         let mut candidate = Map::new();
@@ -384,7 +391,24 @@ async fn load_for_write(
     Ok(row_to_record(info, row))
 }
 
+/// Whether `actor` may update record `id` (404 when hidden, 401/403 when not allowed), checked
+/// before a file upload streams anything.
+pub async fn check_update(
+    c: &mut Conn<'_>,
+    info: &CollectionInfo,
+    actor: &Actor,
+    id: &str,
+) -> Result<(), Error> {
+    load_for_write(c, info, actor, id, Op::Update, None)
+        .await
+        .map(|_| ())
+}
+
 /// Updates some fields of a record. `if_match` is the version the client last saw.
+/// `uploads` as for [`create_in`]: a single file field takes the new file, a multiple one
+/// appends it (to the body's list when the body sets the field, else to the record's). File
+/// names the update drops are collected (deleted from storage) after it commits.
+#[allow(clippy::too_many_arguments)]
 pub async fn update_in(
     c: &mut Conn<'_>,
     catalog: &Catalog,
@@ -393,11 +417,16 @@ pub async fn update_in(
     id: &str,
     body: &Map<String, Value>,
     if_match: Option<i64>,
+    uploads: &[(String, Vec<String>)],
 ) -> Result<Map<String, Value>, Error> {
     let current = load_for_write(c, info, actor, id, Op::Update, Some(body)).await?;
+    let merged = with_uploads(info, body, Some(&current), uploads)?;
+    let body = &merged;
+    let uploaded: Vec<String> = uploads.iter().flat_map(|(_, n)| n.clone()).collect();
     // An invalid body is refused (422) before a stale version (412): retrying with a fresh
     // version would not help it.
     let checked = validate::validate(info, body, Mode::Update)?;
+    let dropped = file_changes(info, Some(&current), &checked.values, &uploaded)?;
     let expected = enforced_version(info, if_match);
     if let Some(expected) = expected
         && current.get("version").and_then(Value::as_i64) != Some(expected)
@@ -432,9 +461,78 @@ pub async fn update_in(
         .await
         .map_err(|e| map_write_error(info, e))?;
     match row {
-        Some(row) => Ok(row_to_record(info, row)),
+        Some(row) => {
+            crate::files::collect_later(c, info.name(), id, &dropped, std::time::Duration::ZERO)
+                .await?;
+            Ok(row_to_record(info, row))
+        }
         None => Err(lost_race(c, info, actor, id).await),
     }
+}
+
+/// The body with this request's uploaded files put into their fields.
+fn with_uploads(
+    info: &CollectionInfo,
+    body: &Map<String, Value>,
+    current: Option<&Map<String, Value>>,
+    uploads: &[(String, Vec<String>)],
+) -> Result<Map<String, Value>, Error> {
+    let mut out = body.clone();
+    for (field, names) in uploads {
+        let multiple = matches!(
+            info.column(field).and_then(|c| c.field.as_ref()),
+            Some(ferrobase_schema::FieldType::File { multiple: true, .. })
+        );
+        if multiple {
+            let mut list = match body.get(field) {
+                Some(v) => crate::files::names_in(Some(v)),
+                None => crate::files::names_in(current.and_then(|c| c.get(field))),
+            };
+            list.extend(names.iter().cloned());
+            out.insert(field.clone(), Value::from(list));
+        } else {
+            match names.as_slice() {
+                [one] => {
+                    out.insert(field.clone(), Value::String(one.clone()));
+                }
+                _ => return Err(Error::field(field, "takes one file")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the file names a write puts into file fields: each must be one the record holds
+/// already or one this request uploaded (a client cannot point a record at files it did not
+/// upload, nor leave a dangling name). Returns the names the write drops.
+fn file_changes(
+    info: &CollectionInfo,
+    current: Option<&Map<String, Value>>,
+    values: &[(String, Param)],
+    uploaded: &[String],
+) -> Result<Vec<String>, Error> {
+    let mut dropped = Vec::new();
+    for field in crate::files::file_fields(info) {
+        let Some((_, value)) = values.iter().find(|(n, _)| n == field) else {
+            continue;
+        };
+        let had = crate::files::names_in(current.and_then(|c| c.get(field)));
+        let now = crate::files::names_in(Some(&to_json(value.clone())));
+        if let Some(unknown) = now
+            .iter()
+            .find(|n| !had.contains(n) && !uploaded.contains(n))
+        {
+            return Err(Error::field(
+                field,
+                format!(
+                    "`{}` is not a file of this record; upload files with a multipart request or PUT …/files/{field}",
+                    unknown.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+        dropped.extend(had.into_iter().filter(|n| !now.contains(n)));
+    }
+    Ok(dropped)
 }
 
 /// The version an `If-Match` holds a write to, unless the collection lets the last write win.
@@ -482,6 +580,11 @@ pub async fn delete_in(
     if c.execute(&sql, &params).await? == 0 {
         return Err(lost_race(c, info, actor, id).await);
     }
+    let files: Vec<String> = crate::files::file_fields(info)
+        .into_iter()
+        .flat_map(|f| crate::files::names_in(current.get(f)))
+        .collect();
+    crate::files::collect_later(c, info.name(), id, &files, std::time::Duration::ZERO).await?;
     Ok(())
 }
 
