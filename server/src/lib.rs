@@ -7,6 +7,7 @@
 //! - [`records`]: CRUD, lists, batch, with [`access`] rules on every path.
 //! - [`admin`]: operator accounts and tokens.
 //! - [`http`]: the router, extractors, middleware; [`error`]: problem+json codes.
+//! - [`thumbs`]: image thumbnails for file downloads (`?thumb=WxH`), bounded against bombs.
 //!
 //! The binary (`ferrobase`) is thin: it parses flags and calls [`serve`].
 
@@ -31,6 +32,7 @@ pub mod realtime;
 pub mod records;
 pub mod schemas;
 pub mod sync;
+pub mod thumbs;
 pub mod tokens;
 
 use std::future::Future;
