@@ -32,7 +32,6 @@ pub mod realtime;
 pub mod records;
 pub mod schemas;
 pub mod sync;
-pub mod thumbs;
 pub mod tokens;
 
 use std::future::Future;

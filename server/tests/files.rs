@@ -551,3 +551,80 @@ on_stores!(
     bad_uploads_store_nothing,
     large_upload_streams
 );
+
+fn real_png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 7])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+async fn thumbnails(s: &TestServer) {
+    s.apply(schema()).await;
+    let (alice, tok, _) = signup(s, "erin@example.com").await;
+    let (st, rec) = multipart(
+        s,
+        Method::POST,
+        "/v1/collections/albums/records",
+        &tok,
+        Some(json!({"owner": alice})),
+        vec![
+            ("cover", "wide.png", real_png(400, 200)),
+            ("docs", "a.txt", b"text".to_vec()),
+        ],
+    )
+    .await;
+    assert_eq!(st, 201, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let cover = rec["cover"].as_str().unwrap().to_owned();
+    let doc = rec["docs"][0].as_str().unwrap().to_owned();
+    let url = |name: &str, q: &str| format!("/v1/files/albums/{id}/{name}?thumb={q}");
+    for (q, w, h) in [
+        ("100x100", 100, 100),
+        ("50x0", 50, 25),
+        ("0x40", 80, 40),
+        ("1000x1000", 200, 200),
+    ] {
+        let r = download(s, &url(&cover, q), Some(&tok), &[]).await;
+        assert_eq!(r.status().as_u16(), 200, "{q}");
+        assert_eq!(r.headers()["content-type"], "image/png");
+        let img = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!((img.width(), img.height()), (w, h), "{q}");
+    }
+    for bad in ["0x0", "3000x10", "abc", "10x", "-1x5"] {
+        let r = download(s, &url(&cover, bad), Some(&tok), &[]).await;
+        assert_eq!(r.status().as_u16(), 400, "{bad}");
+    }
+    // Not an image: `thumb` is ignored.
+    let r = download(s, &url(&doc, "10x10"), Some(&tok), &[]).await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"text");
+    // Cached once, and removed with the file.
+    let stored = s.state.files.list("albums", &id).await.unwrap();
+    assert!(
+        stored.contains(&format!("thumbs/100x100_{cover}")),
+        "{stored:?}"
+    );
+    // A decompression bomb (1 x 100,000 pixels) is served as is, never decoded whole.
+    let (st, rec) = put_raw(
+        s,
+        &format!("/v1/collections/albums/records/{id}/files/cover"),
+        &tok,
+        "tall.png",
+        real_png(1, 100_000),
+    )
+    .await;
+    assert_eq!(st, 200, "{rec}");
+    let tall = rec["cover"].as_str().unwrap().to_owned();
+    let r = download(s, &url(&tall, "10x10"), Some(&tok), &[]).await;
+    assert_eq!(r.status().as_u16(), 200);
+    s.get("/v1/health", None).await.expect(200);
+    let mut want = vec![doc.clone(), tall.clone()];
+    want.sort();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    wait_objects(s, &id, &want).await;
+}
+
+on_stores!(thumbnails);

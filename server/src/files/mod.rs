@@ -12,6 +12,7 @@
 //! longer references, so running it early, late or twice is harmless.
 
 pub mod names;
+pub mod thumbs;
 
 use std::sync::Arc;
 
@@ -44,6 +45,8 @@ pub struct Files {
     prefix: String,
     /// For fields without their own `max_size`.
     pub default_max: u64,
+    /// Thumbnail renders at once: each may hold up to ~256 MiB while decoding.
+    renders: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Files {
@@ -95,6 +98,7 @@ impl Files {
             store,
             prefix: s.prefix.clone(),
             default_max: settings.max_file_size,
+            renders: Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
 
@@ -240,6 +244,52 @@ impl Files {
             object_store::Error::NotFound { .. } => Error::not_found("No such file."),
             other => storage_error(other),
         })
+    }
+
+    /// The cached thumbnail `spec` of a stored image, rendered (and cached) on first use.
+    /// `None` when the original cannot be thumbnailed (not decodable, or over the decode
+    /// limits): the caller serves the original.
+    pub async fn thumbnail(
+        &self,
+        collection: &str,
+        record: &str,
+        name: &str,
+        format: thumbs::ImageFormat,
+        spec: &thumbs::ThumbSpec,
+    ) -> Result<Option<Bytes>, Error> {
+        let key = self.thumb_key(collection, record, name, &spec.to_string());
+        match self.get_key(&key, None).await {
+            Ok(found) => return found.bytes().await.map(Some).map_err(storage_error),
+            Err(e) if e.code == Code::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let original = self
+            .get(collection, record, name, None)
+            .await?
+            .bytes()
+            .await
+            .map_err(storage_error)?;
+        let _permit = self
+            .renders
+            .acquire()
+            .await
+            .map_err(|_| Error::new(Code::Unavailable, "The server is shutting down."))?;
+        let spec2 = *spec;
+        let rendered =
+            tokio::task::spawn_blocking(move || thumbs::render(&original, format, &spec2))
+                .await
+                .map_err(Error::internal)?;
+        match rendered {
+            Ok(bytes) => {
+                let bytes = Bytes::from(bytes);
+                self.put_small(&key, bytes.clone()).await?;
+                Ok(Some(bytes))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, file = name, "no thumbnail; serving the original");
+                Ok(None)
+            }
+        }
     }
 
     /// Stores a small object whole (thumbnails).

@@ -482,6 +482,23 @@ pub async fn download(
         }
         return Ok(r);
     }
+    // A thumbnail for images (other types ignore `thumb`); a malformed spec is 400.
+    if let Some(raw) = q.thumb.as_deref() {
+        let spec = files::thumbs::parse_spec(raw)
+            .map_err(|e| Error::bad_request(e.to_string()).with("parameter", "thumb"))?;
+        if let Some(format) = files::thumbs::format_of(mime_of(&filename))
+            && let Some(bytes) = state
+                .files
+                .thumbnail(info.name(), &id, &filename, format, &spec)
+                .await?
+        {
+            return Ok(thumb_response(
+                bytes,
+                format,
+                &format!("\"{spec}_{filename}\""),
+            ));
+        }
+    }
     let full = state.files.get(info.name(), &id, &filename, None).await?;
     let size = full.meta.size;
     let range = parse_range(
@@ -550,6 +567,22 @@ pub async fn download(
         h.insert(header::CONTENT_RANGE, cr);
     }
     Ok(resp)
+}
+
+fn thumb_response(bytes: bytes::Bytes, format: files::thumbs::ImageFormat, etag: &str) -> Response {
+    let mut resp = (StatusCode::OK, Body::from(bytes)).into_response();
+    let h = resp.headers_mut();
+    for (k, v) in [
+        (header::CONTENT_TYPE, format.mime()),
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, "private, max-age=3600"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    }
+    resp
 }
 
 /// A file token: `?token=` on downloads for 5 minutes, with the caller's view rights.
