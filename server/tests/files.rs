@@ -621,7 +621,7 @@ async fn thumbnails(s: &TestServer) {
     let r = download(s, &url(&tall, "10x10"), Some(&tok), &[]).await;
     assert_eq!(r.status().as_u16(), 200);
     s.get("/v1/health", None).await.expect(200);
-    let mut want = vec![doc.clone(), tall.clone()];
+    let mut want = [doc.clone(), tall.clone()];
     want.sort();
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
     wait_objects(s, &id, &want).await;
