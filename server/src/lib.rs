@@ -128,10 +128,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Once a minute: rate limiter state of keys back at full budget is dropped, and the
     // change log loses what is older than retention (in short batches).
-    let (limits, db, retention) = (
+    let (limits, db, retention, files) = (
         state.limits.clone(),
         state.db.clone(),
         state.settings.realtime.retention,
+        state.files.clone(),
     );
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -140,6 +141,9 @@ pub async fn serve(
             limits.housekeeping();
             if let Err(e) = changes::prune(&db, retention).await {
                 tracing::warn!(error = %e, "change log retention failed");
+            }
+            if let Err(e) = files::uploads::prune(&db, &files).await {
+                tracing::warn!(error = %e, "expired upload removal failed");
             }
         }
     });

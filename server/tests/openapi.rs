@@ -48,7 +48,9 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+            if ["get", "post", "put", "patch", "delete", "head", "options"]
+                .contains(&method.as_str())
+            {
                 out.push((method.to_uppercase(), path.clone(), op.clone()));
             }
         }
@@ -293,7 +295,11 @@ async fn the_router_and_the_document_agree() {
     let doc = openapi::generic();
     let mut documented: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (method, path, _) in operations(&doc) {
-        documented.entry(path).or_default().insert(method);
+        // The Allow header of a probe leaves HEAD and OPTIONS out (axum serves HEAD for every
+        // GET): the documented ones (tus) are compared by their other methods.
+        if method != "HEAD" && method != "OPTIONS" {
+            documented.entry(path).or_default().insert(method);
+        }
     }
     let mut missing = Vec::new();
     let mut still_pending = BTreeSet::new();

@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0004_change_log.sql"),
         postgres: include_str!("../../../migrations/postgres/0004_change_log.sql"),
     },
+    Migration {
+        version: 6,
+        name: "uploads",
+        sqlite: include_str!("../../../migrations/sqlite/0006_uploads.sql"),
+        postgres: include_str!("../../../migrations/postgres/0006_uploads.sql"),
+    },
 ];
 
 /// Any number: it only has to be the same for every replica.

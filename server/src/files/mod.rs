@@ -13,6 +13,7 @@
 
 pub mod names;
 pub mod thumbs;
+pub mod uploads;
 
 use std::sync::Arc;
 

@@ -619,6 +619,148 @@ pub async fn file_token(
     }
 }
 
+/// Whether a JSON body attaches finished uploads (`{"upload": "<id>"}` in a file field).
+pub fn has_upload_refs(info: &CollectionInfo, body: &Map<String, Value>) -> bool {
+    let is_ref = |v: &Value| v.get("upload").is_some();
+    files::file_fields(info)
+        .into_iter()
+        .any(|f| match body.get(f) {
+            Some(Value::Array(items)) => items.iter().any(is_ref),
+            Some(v) => is_ref(v),
+            None => false,
+        })
+}
+
+/// Streams the uploads a JSON body names into the record's files: returns the body without
+/// them and the stored files by field (for `create_in`/`update_in`), and the consumed upload
+/// ids (their parts are removed once the write is done).
+async fn attach_uploads(
+    state: &AppState,
+    principal: &Principal,
+    info: &CollectionInfo,
+    record: &str,
+    body: &mut Map<String, Value>,
+) -> Result<(Vec<(String, Vec<String>)>, Vec<String>), Error> {
+    let owner = files::uploads::owner_of(principal)?;
+    let mut stored: Vec<(String, Vec<String>)> = Vec::new();
+    let mut consumed = Vec::new();
+    for field in files::file_fields(info) {
+        let Some(value) = body.remove(field) else {
+            continue;
+        };
+        let (keep, refs): (Vec<Value>, Vec<Value>) = match value {
+            Value::Array(items) => items.into_iter().partition(|v| v.get("upload").is_none()),
+            v if v.get("upload").is_some() => (Vec::new(), vec![v]),
+            other => {
+                body.insert(field.to_owned(), other);
+                continue;
+            }
+        };
+        let multiple = matches!(
+            info.column(field).and_then(|c| c.field.as_ref()),
+            Some(ferrobase_schema::FieldType::File { multiple: true, .. })
+        );
+        if multiple {
+            // The names kept are the list the uploads append to.
+            body.insert(field.to_owned(), Value::Array(keep));
+        }
+        let mut names = Vec::new();
+        for r in refs {
+            let Some(id) = r
+                .get("upload")
+                .and_then(Value::as_str)
+                .filter(|_| r.as_object().is_some_and(|o| o.len() == 1))
+            else {
+                return Err(Error::field(
+                    field,
+                    "an upload reference is {\"upload\": \"<upload id>\"}",
+                ));
+            };
+            let (up, stream) = files::uploads::take(&state.db, &state.files, &owner, id)
+                .await
+                .map_err(|e| {
+                    if e.code == Code::NotFound {
+                        Error::field(
+                            field,
+                            format!(
+                                "no finished upload `{}` of yours",
+                                id.chars().take(64).collect::<String>()
+                            ),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+            consumed.push(up.id.clone());
+            names.push(store_one(state, info, field, record, &up.filename, stream).await?);
+        }
+        stored.push((field.to_owned(), names));
+    }
+    Ok((stored, consumed))
+}
+
+/// `POST …/records` with a JSON body that attaches uploads.
+pub async fn create_with_upload_refs(
+    state: &AppState,
+    principal: Principal,
+    info: Arc<CollectionInfo>,
+    mut body: Map<String, Value>,
+) -> Result<Response, Error> {
+    crate::access::access(
+        &principal,
+        info.rules.create.as_ref(),
+        crate::access::Op::Create,
+        info.name(),
+    )?;
+    let record = match body
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+    {
+        Some(u) => u.hyphenated().to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    body.insert("id".into(), Value::String(record.clone()));
+    let (uploads, consumed) = attach_uploads(state, &principal, &info, &record, &mut body).await?;
+    let catalog = state.catalog.current();
+    let actor = Actor::new(principal);
+    let (info2, ups) = (info.clone(), uploads.clone());
+    let out = state
+        .db
+        .write(move |mut c| {
+            Box::pin(async move { create_in(&mut c, &catalog, &info2, &actor, &body, &ups).await })
+        })
+        .await;
+    for id in &consumed {
+        files::uploads::discard(&state.files, id).await;
+    }
+    match out {
+        Ok(rec) => Ok(record_response(StatusCode::CREATED, rec)),
+        Err(e) => {
+            discard(state, &info, &record, &uploads).await;
+            Err(e)
+        }
+    }
+}
+
+/// `PATCH …/records/{id}` with a JSON body that attaches uploads.
+pub async fn update_with_upload_refs(
+    state: &AppState,
+    principal: Principal,
+    info: Arc<CollectionInfo>,
+    id: String,
+    mut body: Map<String, Value>,
+    expected: Option<i64>,
+) -> Result<Response, Error> {
+    check_writable(state, &principal, &info, &id).await?;
+    let (uploads, consumed) = attach_uploads(state, &principal, &info, &id, &mut body).await?;
+    let out = update_with_uploads(state, principal, info, id, body, expected, uploads).await;
+    for up in &consumed {
+        files::uploads::discard(&state.files, up).await;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

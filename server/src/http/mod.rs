@@ -9,6 +9,7 @@ pub mod files;
 pub mod middleware;
 pub mod realtime;
 pub mod records;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
     let cors = cors_layer(&state.settings.cors_origins);
     let limits = (state.limits.clone(), state.settings.trust_proxy);
+    let discovery_state = state.clone();
     let v1 = Router::new()
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/admin/auth/login", post(admin::login))
@@ -102,6 +104,13 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(files::put_file),
         )
         .route("/files/token", post(files::file_token))
+        .route("/uploads", post(uploads::create).options(uploads::options))
+        .route(
+            "/uploads/{id}",
+            axum::routing::head(uploads::head)
+                .patch(uploads::patch)
+                .delete(uploads::delete),
+        )
         .route("/files/{collection}/{id}/{filename}", get(files::download))
         .route("/batch", post(records::batch))
         .merge(auth::routes())
@@ -125,12 +134,32 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(cors)
+        // Outside CORS: a plain `OPTIONS /v1/uploads` (no preflight headers) is tus
+        // discovery, which the CORS layer would answer as a preflight.
+        .layer(axum::middleware::from_fn_with_state(
+            discovery_state,
+            uploads::discovery,
+        ))
         .layer(axum::middleware::from_fn(middleware::request_id))
 }
 
 /// Response headers a browser app may read besides the CORS-safelisted ones.
-pub const EXPOSED_HEADERS: [&str; 4] =
-    ["etag", "retry-after", "idempotent-replayed", "x-request-id"];
+pub const EXPOSED_HEADERS: [&str; 13] = [
+    "etag",
+    "retry-after",
+    "idempotent-replayed",
+    "x-request-id",
+    // tus clients in browsers read these.
+    "location",
+    "upload-offset",
+    "upload-length",
+    "upload-expires",
+    "upload-metadata",
+    "tus-resumable",
+    "tus-version",
+    "tus-extension",
+    "tus-max-size",
+];
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let base = CorsLayer::new()
@@ -141,6 +170,7 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             Method::PATCH,
             Method::DELETE,
             Method::OPTIONS,
+            Method::HEAD,
         ])
         // Mirror what the preflight asks for: `*` would not cover `Authorization` (Fetch
         // standard), and the `X-Client-*` headers cannot be a wildcard either.

@@ -127,6 +127,9 @@ pub async fn create(
     }
     let JsonObject(body) =
         <JsonObject as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
+    if super::files::has_upload_refs(&info, &body) {
+        return super::files::create_with_upload_refs(&state, principal, info, body).await;
+    }
     let actor = Actor::new(principal);
     let record = state
         .db
@@ -174,6 +177,10 @@ pub async fn update(
     }
     let JsonObject(body) =
         <JsonObject as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
+    if super::files::has_upload_refs(&info, &body) {
+        return super::files::update_with_upload_refs(&state, principal, info, id, body, expected)
+            .await;
+    }
     let actor = Actor::new(principal);
     // A collection with files may enqueue their collection with the write: a transaction.
     let has_files = !crate::files::file_fields(&info).is_empty();

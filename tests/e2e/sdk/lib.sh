@@ -2,7 +2,7 @@
 # tools (PyPI), the debug binary, and a fresh server with an admin account.
 # Source it from the repository root.
 
-FB_PY_TOOLS=("openapi-python-client==0.29.1" "schemathesis==4.32.5" "python-dateutil==2.9.0.post0")
+FB_PY_TOOLS=("openapi-python-client==0.29.1" "schemathesis==4.32.5" "python-dateutil==2.9.0.post0" "tuspy==1.1.0")
 VENV="${FB_E2E_VENV:-$PWD/target/e2e-venv}"
 BIN="$PWD/target/debug/ferrobase"
 ADMIN_EMAIL="admin@example.com"
