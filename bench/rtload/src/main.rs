@@ -692,12 +692,18 @@ fn hist_json(h: &Histogram<u64>) -> Value {
     })
 }
 
+/// Server VmRSS before any subscriber connects, after a moment of quiet.
+async fn baseline_rss(t: &Target) -> Option<u64> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rss_kib(t.pid)
+}
+
 async fn connect_all(
     sh: &Shared,
     n: usize,
     t: &Target,
+    rss_before: Option<u64>,
 ) -> (f64, usize, Option<u64>, Option<u64>, Option<u64>) {
-    let rss_before = rss_kib(t.pid);
     let started = Instant::now();
     sh.wait(&sh.settled, &sh.settled_notify, n, Duration::from_secs(300))
         .await;
@@ -724,8 +730,10 @@ async fn connect_all(
 async fn idle(t: &Arc<Target>, n: usize, duration: u64, cc: usize) -> Result<Value> {
     let sh = Shared::new(0, false, cc)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let rss0 = baseline_rss(t).await;
     let handles = spawn_subscribers(t, &sh, n, 0, false, &stop_rx);
-    let (connect_s, failed, rss_before, rss_connected, per_milli) = connect_all(&sh, n, t).await;
+    let (connect_s, failed, rss_before, rss_connected, per_milli) =
+        connect_all(&sh, n, t, rss0).await;
     let cpu0 = cpu_s(t.pid);
     let hold = Instant::now();
     while hold.elapsed() < Duration::from_secs(duration) {
@@ -785,8 +793,10 @@ async fn fanout(
 ) -> Result<Value> {
     let sh = Shared::new(records, true, cc)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let rss0 = baseline_rss(t).await;
     let handles = spawn_subscribers(t, &sh, n, records, true, &stop_rx);
-    let (connect_s, failed, rss_before, rss_connected, per_milli) = connect_all(&sh, n, t).await;
+    let (connect_s, failed, rss_before, rss_connected, per_milli) =
+        connect_all(&sh, n, t, rss0).await;
     if failed > 0 {
         eprintln!("[rtload] warning: {failed} subscribers failed to open");
     }
