@@ -8,6 +8,7 @@
 #   ONLY=idle,fanout bench/realtime.sh                 # a subset: idle fanout resume changes pb
 #   SKIP_PB=1 bench/realtime.sh                        # no PocketBase comparison
 #   PERF=1 bench/realtime.sh                           # perf record -g the server during fan-out
+#   RTLOAD_THREADS=2 bench/realtime.sh                 # client runtime threads (default 1)
 #
 # Phases, each against one Ferrobase server started here on a fresh SQLite data dir:
 #   idle     IDLE_SUBS (10000) SSE subscribers held IDLE_SECS (60) s: alive at the end, drops,
@@ -40,7 +41,7 @@ SUSTAIN_RATE="${SUSTAIN_RATE:-100}" SUSTAIN_RECORDS="${SUSTAIN_RECORDS:-3000}"
 SAT_WRITERS="${SAT_WRITERS:-2}" SAT_RECORDS="${SAT_RECORDS:-2000}"
 RESUME_MISSED="${RESUME_MISSED:-10000}" SYNC_ROWS="${SYNC_ROWS:-100000}"
 PB_SUBS="${PB_SUBS:-200}" PB_ROUNDS="${PB_ROUNDS:-30}"
-HEARTBEAT="${HEARTBEAT:-15s}" ONLY="${ONLY:-}" SKIP_PB="${SKIP_PB:-0}" PERF="${PERF:-0}"
+RTLOAD_THREADS="${RTLOAD_THREADS:-1}" HEARTBEAT="${HEARTBEAT:-15s}" ONLY="${ONLY:-}" SKIP_PB="${SKIP_PB:-0}" PERF="${PERF:-0}"
 ADMIN_EMAIL="admin@example.com" ADMIN_PASS="bench-pass-123"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 
@@ -111,7 +112,7 @@ rss_kib() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status"; }
 rtload() {  # name args...: runs rtload against the current server, JSON to WORK/name.json
   local name="$1"; shift
   log "rtload $name: $*"
-  "$RTLOAD" --base "$FB_BASE" --pid "$FB_PID" "$@" >"$WORK/$name.json"
+  "$RTLOAD" --base "$FB_BASE" --pid "$FB_PID" --threads "$RTLOAD_THREADS" "$@" >"$WORK/$name.json"
 }
 
 # One server per phase (fresh RSS, fresh log): idle.
