@@ -6,6 +6,7 @@
 //! - [`catalog`] / [`schemas`]: the applied collections, plan and apply of new versions.
 //! - [`records`]: CRUD, lists, batch, with [`access`] rules on every path.
 //! - [`admin`]: operator accounts and tokens.
+//! - [`idempotency`]: `Idempotency-Key` claims, stored answers and their pruning.
 //! - [`http`]: the router, extractors, middleware; [`error`]: problem+json codes.
 //! - [`thumbs`]: image thumbnails for file downloads (`?thumb=WxH`), bounded against bombs.
 //!
@@ -23,6 +24,7 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod idempotency;
 pub mod jobs;
 pub mod mail;
 pub mod openapi;
@@ -126,8 +128,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Once a minute: rate limiter state of keys back at full budget is dropped, and the
-    // change log loses what is older than retention (in short batches).
+    // Once a minute: rate limiter state of keys back at full budget is dropped, the change
+    // log loses what is older than retention, and idempotency keys past theirs are pruned
+    // (both in short batches).
     let (limits, db, retention) = (
         state.limits.clone(),
         state.db.clone(),
@@ -140,6 +143,12 @@ pub async fn serve(
             limits.housekeeping();
             if let Err(e) = changes::prune(&db, retention).await {
                 tracing::warn!(error = %e, "change log retention failed");
+            }
+            let before = idempotency::retention_cutoff(chrono::Utc::now());
+            match idempotency::prune(&db, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "pruned idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
             }
         }
     });

@@ -618,6 +618,16 @@ pub const CODE_TABLE: &[(&str, u16, &str)] = &[
         "a unique value or id already exists, or the database refused a change",
     ),
     (
+        "idempotency_in_progress",
+        409,
+        "the first request with this `Idempotency-Key` is still running; retry after `Retry-After` seconds",
+    ),
+    (
+        "idempotency_key_reused",
+        422,
+        "this `Idempotency-Key` was used for a different request (method, path, `If-Match` or body)",
+    ),
+    (
         "destructive_change",
         409,
         "the schema change loses data; repeat with `allow_destructive`",

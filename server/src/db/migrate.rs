@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0004_change_log.sql"),
         postgres: include_str!("../../../migrations/postgres/0004_change_log.sql"),
     },
+    Migration {
+        version: 5,
+        name: "idempotency",
+        sqlite: include_str!("../../../migrations/sqlite/0005_idempotency.sql"),
+        postgres: include_str!("../../../migrations/postgres/0005_idempotency.sql"),
+    },
 ];
 
 /// Any number: it only has to be the same for every replica.
