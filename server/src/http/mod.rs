@@ -6,6 +6,7 @@ pub mod admin_ops;
 pub mod auth;
 pub mod extract;
 pub mod files;
+pub mod idempotency;
 pub mod middleware;
 pub mod realtime;
 pub mod records;
