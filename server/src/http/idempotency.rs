@@ -6,7 +6,9 @@
 //! for it) once the caller is known; requests without the header, and reads, never reach it.
 //! A request that wins the claim runs its handler in a task of its own: when the client hangs
 //! up mid-request (the case a retry exists for) the handler still finishes and its answer is
-//! stored, so the retry gets a replay instead of waiting out a lease.
+//! stored, so the retry gets a replay instead of waiting out a lease. (Graceful shutdown waits
+//! for open connections, so for every handler whose client is still there; one whose client
+//! left may be cut short by the database closing, and its claim then expires with its lease.)
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
