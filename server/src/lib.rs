@@ -115,6 +115,7 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
         limits,
+        idempotency: idempotency::Pending::default(),
         db,
         catalog,
         settings: Arc::new(settings),

@@ -505,9 +505,10 @@ async fn a_running_claim_is_409(s: &TestServer) {
     let key = new_key();
     let body = r#"{"title":"Busy"}"#;
     let (k, fp) = anon_post(&key, body);
-    let Claim::Won(ticket) = idempotency::claim(&s.state.db, &k, &fp, Utc::now())
-        .await
-        .unwrap()
+    let Claim::Won(ticket) =
+        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, Utc::now())
+            .await
+            .unwrap()
     else {
         panic!("a fresh key is claimed");
     };
@@ -527,6 +528,33 @@ async fn a_running_claim_is_409(s: &TestServer) {
     .await;
     r.problem(422, "idempotency_key_reused");
     assert_eq!(count(s, "posts").await, 0);
+    // An answer already sent but not yet stored is replayed from memory, not refused.
+    let sent = idempotency::Stored {
+        status: 201,
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: br#"{"sent":"not yet stored"}"#.to_vec(),
+    };
+    s.state
+        .idempotency
+        .insert(&ticket, &fp, std::sync::Arc::new(sent));
+    let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
+    assert!(replayed(&r));
+    assert_eq!(r.expect(201), &json!({"sent": "not yet stored"}));
+    // ... but only for the same request.
+    send(
+        s,
+        Method::POST,
+        POSTS,
+        None,
+        Some(r#"{"title":"x"}"#),
+        &headers,
+    )
+    .await
+    .problem(422, "idempotency_key_reused");
+    s.state.idempotency.remove(&ticket);
+    send(s, Method::POST, POSTS, None, Some(body), &headers)
+        .await
+        .problem(409, "idempotency_in_progress");
     // Once the claim is given up, the retry runs.
     idempotency::release(&s.state.db, &ticket).await.unwrap();
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
@@ -543,7 +571,7 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     let (k, fp) = anon_post(&key, body);
     let recent = Utc::now() - chrono::TimeDelta::seconds(30);
     assert!(matches!(
-        idempotency::claim(&s.state.db, &k, &fp, recent)
+        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, recent)
             .await
             .unwrap(),
         Claim::Won(_)
@@ -556,7 +584,10 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
     let old = Utc::now() - chrono::TimeDelta::seconds(120);
-    let Claim::Won(dead) = idempotency::claim(&s.state.db, &k, &fp, old).await.unwrap() else {
+    let Claim::Won(dead) = idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, old)
+        .await
+        .unwrap()
+    else {
         panic!("a fresh key is claimed");
     };
     let headers = [("idempotency-key", key.as_str())];
@@ -582,12 +613,16 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     // answer nor give the claim up.
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
-    let Claim::Won(dead) = idempotency::claim(&s.state.db, &k, &fp, old).await.unwrap() else {
-        panic!("a fresh key is claimed");
-    };
-    let Claim::Won(live) = idempotency::claim(&s.state.db, &k, &fp, Utc::now())
+    let Claim::Won(dead) = idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, old)
         .await
         .unwrap()
+    else {
+        panic!("a fresh key is claimed");
+    };
+    let Claim::Won(live) =
+        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, Utc::now())
+            .await
+            .unwrap()
     else {
         panic!("an expired lease is taken over");
     };
@@ -627,7 +662,9 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     // An abandoned claim with another body is not taken over: that is a reuse.
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
-    idempotency::claim(&s.state.db, &k, &fp, old).await.unwrap();
+    idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, old)
+        .await
+        .unwrap();
     send(
         s,
         Method::POST,
@@ -943,9 +980,10 @@ async fn pruning_removes_old_keys(s: &TestServer) {
     let body = r#"{"title":"expired"}"#;
     let (k, fp) = anon_post(&key, body);
     let day_ago = Utc::now() - chrono::TimeDelta::hours(25);
-    let Claim::Won(ticket) = idempotency::claim(&s.state.db, &k, &fp, day_ago)
-        .await
-        .unwrap()
+    let Claim::Won(ticket) =
+        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, day_ago)
+            .await
+            .unwrap()
     else {
         panic!("a fresh key is claimed");
     };
@@ -992,22 +1030,32 @@ async fn stored_answers_hold_no_readable_secrets(s: &TestServer) {
         .await;
     assert!(replayed(&again));
     assert_eq!(again.expect(201), &pair);
-    let rows = s
-        .state
-        .db
-        .read(|mut c| {
-            Box::pin(async move {
-                c.fetch(
-                    "SELECT id, fingerprint, response FROM _fb_idempotency",
-                    &[],
-                    &[ColType::Text, ColType::Text, ColType::Text],
-                )
-                .await
+    // The answer is stored right after it was sent: wait for that commit.
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = s
+            .state
+            .db
+            .read(|mut c| {
+                Box::pin(async move {
+                    c.fetch(
+                        "SELECT id, fingerprint, response FROM _fb_idempotency",
+                        &[],
+                        &[ColType::Text, ColType::Text, ColType::Text],
+                    )
+                    .await
+                })
             })
-        })
-        .await
-        .unwrap();
+            .await
+            .unwrap();
+        if rows.len() == 1 && rows[0][2].as_str().is_some() && s.state.idempotency.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(rows.len(), 1);
+    assert!(rows[0][2].as_str().is_some_and(|r| r.len() > 100), "stored");
+    assert!(s.state.idempotency.is_empty(), "nothing left pending");
     let row: String = rows[0]
         .iter()
         .map(|p| p.as_str().unwrap_or_default().to_owned())

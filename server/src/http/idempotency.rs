@@ -6,7 +6,8 @@
 //! for it) once the caller is known; requests without the header, and reads, never reach it.
 //! A request that wins the claim runs its handler in a task of its own: when the client hangs
 //! up mid-request (the case a retry exists for) the handler still finishes and its answer is
-//! stored, so the retry gets a replay instead of waiting out a lease. (Graceful shutdown waits
+//! stored, so the retry gets a replay instead of waiting out a lease. The answer is sent as
+//! soon as the handler is done and stored right after (see `idempotency::Pending`). (Graceful shutdown waits
 //! for open connections, so for every handler whose client is still there; one whose client
 //! left may be cut short by the database closing, and its claim then expires with its lease.)
 
@@ -41,8 +42,13 @@ pub async fn run(state: &AppState, scope: String, req: Request, next: Next) -> R
         Ok(Prepared::Pass(req)) => next.run(req).await,
         Ok(Prepared::Answer(response)) => response,
         Ok(Prepared::Run(claimed)) => {
-            let Claimed { req, key, ticket } = *claimed;
-            run_claimed(state.db.clone(), req, next, key, ticket)
+            let Claimed {
+                req,
+                key,
+                ticket,
+                fingerprint,
+            } = *claimed;
+            run_claimed(state.clone(), req, next, key, ticket, fingerprint)
                 .await
                 .unwrap_or_else(|e| e.into_response())
         }
@@ -63,6 +69,7 @@ struct Claimed {
     req: Request,
     key: Key,
     ticket: Ticket,
+    fingerprint: String,
 }
 
 async fn prepare(state: &AppState, scope: &str, req: Request) -> Result<Prepared, Error> {
@@ -90,11 +97,20 @@ async fn prepare(state: &AppState, scope: &str, req: Request) -> Result<Prepared
             .map(HeaderValue::as_bytes),
         &bytes,
     );
-    match idem::claim(&state.db, &key, &fingerprint, Utc::now()).await? {
+    match idem::claim(
+        &state.db,
+        &state.idempotency,
+        &key,
+        &fingerprint,
+        Utc::now(),
+    )
+    .await?
+    {
         Claim::Won(ticket) => Ok(Prepared::Run(Box::new(Claimed {
             req: Request::from_parts(parts, Body::from(bytes)),
             key,
             ticket,
+            fingerprint,
         }))),
         Claim::Replay(stored) => Ok(Prepared::Answer(replay(stored))),
         Claim::InFlight => {
@@ -129,29 +145,55 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     })
 }
 
-/// Runs the handler in its own task (see the module doc) and settles the claim.
+/// Runs the handler in its own task (see the module doc) and settles the claim. The answer
+/// comes back as soon as it is known; the task then stores it (see [`idem::Pending`]).
 async fn run_claimed(
-    db: Db,
+    state: AppState,
     req: Request,
     next: Next,
     key: Key,
     ticket: Ticket,
+    fingerprint: String,
 ) -> Result<Response, Error> {
     let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+    let (answer, answered) = tokio::sync::oneshot::channel::<Response>();
     let task = async move {
         let handler = AssertUnwindSafe(next.run(req)).catch_unwind();
-        let response = match renewing(&db, &ticket, handler).await {
+        let response = match renewing(&state.db, &ticket, handler).await {
             Ok(r) => r,
             Err(panic) => super::middleware::panic_response(panic),
         };
-        settle(&db, &key, &ticket, response).await
+        match settle(&state.db, &ticket, response).await {
+            Settled::Answer(response) => {
+                let _ = answer.send(response);
+            }
+            Settled::Store(response, stored) => {
+                let stored = std::sync::Arc::new(stored);
+                state
+                    .idempotency
+                    .insert(&ticket, &fingerprint, stored.clone());
+                // Sent first: the client does not wait for the commit of its stored answer.
+                let _ = answer.send(response);
+                match idem::complete(&state.db, &key, &ticket, &stored).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        "an idempotency claim was taken over before its answer was stored"
+                    ),
+                    // The claim then blocks retries until its lease ends.
+                    Err(e) => tracing::warn!(error = %e, "storing an idempotent response failed"),
+                }
+                state.idempotency.remove(&ticket);
+            }
+        }
     };
     // Problems built inside the task carry the request id like any other.
-    let handle = match request_id {
-        Some(id) => tokio::spawn(REQUEST_ID.scope(id, task)),
-        None => tokio::spawn(task),
-    };
-    handle.await.map_err(Error::internal)
+    match request_id {
+        Some(id) => drop(tokio::spawn(REQUEST_ID.scope(id, task))),
+        None => drop(tokio::spawn(task)),
+    }
+    answered
+        .await
+        .map_err(|_| Error::internal("an idempotent request's task ended without an answer"))
 }
 
 /// Awaits `fut`, renewing the claim's lease every [`idem::RENEW_EVERY`] while it runs.
@@ -172,22 +214,33 @@ async fn renewing<F: Future>(db: &Db, ticket: &Ticket, fut: F) -> F::Output {
     }
 }
 
-/// Stores the answer, or releases the claim when a retry should run the request again.
-async fn settle(db: &Db, key: &Key, ticket: &Ticket, response: Response) -> Response {
+/// What to do with a handler's answer.
+enum Settled {
+    /// Send it; the claim is already given up (not storable, too large, unreadable).
+    Answer(Response),
+    /// Send it, then store it.
+    Store(Response, Stored),
+}
+
+/// Gives the claim up when a retry should run the request again; otherwise buffers the answer
+/// and takes the part that is kept.
+async fn settle(db: &Db, ticket: &Ticket, response: Response) -> Settled {
     let status = response.status();
     if !idem::storable(status) {
         if let Err(e) = idem::release(db, ticket).await {
             // The claim then blocks retries until its lease ends.
             tracing::warn!(error = %e, "releasing an idempotency claim failed");
         }
-        return response;
+        return Settled::Answer(response);
     }
     let (parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => {
             let _ = idem::release(db, ticket).await;
-            return Error::internal(format!("reading a response body: {e}")).into_response();
+            return Settled::Answer(
+                Error::internal(format!("reading a response body: {e}")).into_response(),
+            );
         }
     };
     if bytes.len() > idem::MAX_STORED {
@@ -196,27 +249,19 @@ async fn settle(db: &Db, key: &Key, ticket: &Ticket, response: Response) -> Resp
             "an idempotent response is too large to keep; a retry runs the request again"
         );
         let _ = idem::release(db, ticket).await;
-    } else {
-        let stored = Stored {
-            status: status.as_u16(),
-            headers: parts
-                .headers
-                .iter()
-                .filter(|(n, _)| idem::kept_header(n.as_str()))
-                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-                .collect(),
-            body: bytes.to_vec(),
-        };
-        match idem::complete(db, key, ticket, &stored).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("an idempotency claim was taken over before its answer was stored")
-            }
-            // The claim then blocks retries until its lease ends; the client has its answer.
-            Err(e) => tracing::warn!(error = %e, "storing an idempotent response failed"),
-        }
+        return Settled::Answer(Response::from_parts(parts, Body::from(bytes)));
     }
-    Response::from_parts(parts, Body::from(bytes))
+    let stored = Stored {
+        status: status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(n, _)| idem::kept_header(n.as_str()))
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body: bytes.to_vec(),
+    };
+    Settled::Store(Response::from_parts(parts, Body::from(bytes)), stored)
 }
 
 /// The stored answer, marked as a replay.

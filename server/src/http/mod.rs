@@ -60,6 +60,8 @@ pub struct Shared {
     pub realtime: Arc<crate::realtime::Hub>,
     /// File storage.
     pub files: crate::files::Files,
+    /// Idempotent answers sent but not yet stored (see `idempotency::Pending`).
+    pub idempotency: crate::idempotency::Pending,
 }
 
 impl Shared {
