@@ -77,16 +77,20 @@ pub fn scope(p: &Principal) -> String {
     }
 }
 
-/// Routes that ignore the header: sign-in (user and admin), refresh and one-time codes. A
-/// sign-in is safe to repeat as it is (each attempt checks the password and opens its own
-/// session); refresh tokens and one-time codes are single-use by design, and their reuse is a
-/// security signal (a spent refresh token presented again revokes its session) that a stored
-/// answer would hide.
+/// Routes that ignore the header: sign-in (user and admin), refresh, one-time codes, file
+/// tokens and resumable uploads. A sign-in is safe to repeat as it is (each attempt checks the
+/// password and opens its own session), and so is asking for a file token (each answer is a
+/// fresh 5-minute token; a replay a day later would hand out an expired one); refresh tokens
+/// and one-time codes are single-use by design, and their reuse is a security signal (a spent
+/// refresh token presented again revokes its session) that a stored answer would hide.
+/// Resumable uploads (tus, `/v1/uploads`) resume by `Upload-Offset`, their own idempotency.
 pub fn exempt(path: &str) -> bool {
     matches!(
         path,
-        "/v1/auth/login" | "/v1/admin/auth/login" | "/v1/auth/refresh"
+        "/v1/auth/login" | "/v1/admin/auth/login" | "/v1/auth/refresh" | "/v1/files/token"
     ) || path.starts_with("/v1/auth/otp/")
+        || path == "/v1/uploads"
+        || path.starts_with("/v1/uploads/")
 }
 
 /// Whether a response is kept for replay. Not kept: answers a retry should re-run because
@@ -188,16 +192,15 @@ impl Key {
         &self.id
     }
 
-    /// What makes two requests "the same": method, path and query, `If-Match`, and the body as
-    /// a JSON value (key order and whitespace do not matter, see [`canonical_json`]); a body
-    /// that is not JSON counts by its bytes. Keyed by the derived secret, so the stored value
-    /// says nothing about the body to someone without the client's key.
+    /// What makes two requests "the same": method, path and query, `If-Match`, and the body
+    /// (see [`RequestBody`]). Keyed by the derived secret, so the stored value says nothing
+    /// about the body to someone without the client's key.
     pub fn fingerprint(
         &self,
         method: &str,
         path_and_query: &str,
         if_match: Option<&[u8]>,
-        body: &[u8],
+        body: RequestBody<'_>,
     ) -> String {
         let mut ctx = hmac::Context::with_key(&self.fingerprint);
         let mut field = |bytes: &[u8]| {
@@ -207,7 +210,19 @@ impl Key {
         field(method.as_bytes());
         field(path_and_query.as_bytes());
         field(if_match.unwrap_or(b"-"));
-        field(&canonical_body(body));
+        match body {
+            RequestBody::Bytes(bytes) => field(&canonical_body(bytes)),
+            RequestBody::Streamed {
+                content_type,
+                disposition,
+                length,
+            } => {
+                field(b"s");
+                field(content_type);
+                field(disposition);
+                field(length);
+            }
+        }
         hex(&ctx.sign().as_ref()[..HASH_BYTES])
     }
 
@@ -267,6 +282,43 @@ fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 15)] as char);
     }
     s
+}
+
+/// A request body as [`Key::fingerprint`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum RequestBody<'a> {
+    /// A buffered body (every route but uploads): the same JSON value (key order and
+    /// whitespace do not matter, see [`canonical_json`]), or the same bytes if it is not JSON.
+    Bytes(&'a [u8]),
+    /// An upload streamed to storage ([`streamed`]): compared by what describes it, never held
+    /// in memory. `content_type` is the essence only (a multipart boundary differs between
+    /// attempts), `disposition` the raw `Content-Disposition` (the file name of a raw upload),
+    /// `length` the `Content-Length` of a raw upload (empty for multipart, whose length
+    /// includes the boundary).
+    Streamed {
+        content_type: &'a [u8],
+        disposition: &'a [u8],
+        length: &'a [u8],
+    },
+}
+
+/// Whether a request's body is streamed to storage rather than buffered: a multipart create
+/// or update, or a raw file upload (`PUT /v1/collections/{c}/records/{id}/files/{field}`).
+/// Those may be far larger than the JSON body limit, so they are fingerprinted by their
+/// headers ([`RequestBody::Streamed`]).
+pub fn streamed(method: &str, path: &str, content_type: Option<&str>) -> bool {
+    let multipart = content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("multipart/form-data"))
+    });
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let raw_upload = method == "PUT"
+        && matches!(
+            segments.as_slice(),
+            ["v1", "collections", _, "records", _, "files", _]
+        );
+    multipart || raw_upload
 }
 
 /// The body as the fingerprint sees it: `j` + [`canonical_json`] when it parses as JSON,
@@ -649,7 +701,7 @@ mod tests {
             "POST",
             "/v1/collections/posts/records",
             None,
-            body.as_bytes(),
+            RequestBody::Bytes(body.as_bytes()),
         )
     }
 
@@ -677,7 +729,7 @@ mod tests {
         assert_eq!(a, fp(&key, "{\n  \"views\": 3,\n  \"title\": \"Hi\"\n}"));
         assert_ne!(a, fp(&key, r#"{"title":"Hi","views":4}"#));
         assert_ne!(a, fp(&key, r#"{"title":"Hi"}"#));
-        let body = br#"{"title":"Hi","views":3}"#;
+        let body = RequestBody::Bytes(br#"{"title":"Hi","views":3}"#);
         let path = "/v1/collections/posts/records";
         assert_ne!(a, key.fingerprint("PATCH", path, None, body));
         assert_ne!(
@@ -708,6 +760,73 @@ mod tests {
         assert_eq!(fp(&key, "not json"), fp(&key, "not json"));
         assert_ne!(fp(&key, "not json"), fp(&key, "not  json"));
         assert_ne!(fp(&key, ""), fp(&key, "\"\""));
+    }
+
+    #[test]
+    fn uploads_count_by_their_headers_and_never_equal_a_buffered_body() {
+        let key = Key::new("user:1", "k").unwrap();
+        let up = |ct: &'static [u8], disposition: &'static [u8], length: &'static [u8]| {
+            key.fingerprint(
+                "PUT",
+                "/v1/collections/a/records/1/files/f",
+                None,
+                RequestBody::Streamed {
+                    content_type: ct,
+                    disposition,
+                    length,
+                },
+            )
+        };
+        let a = up(b"image/png", b"attachment; filename=\"a.png\"", b"100");
+        assert_eq!(
+            a,
+            up(b"image/png", b"attachment; filename=\"a.png\"", b"100")
+        );
+        assert_ne!(
+            a,
+            up(b"image/png", b"attachment; filename=\"b.png\"", b"100")
+        );
+        assert_ne!(
+            a,
+            up(b"image/png", b"attachment; filename=\"a.png\"", b"101")
+        );
+        assert_ne!(
+            a,
+            up(b"image/jpeg", b"attachment; filename=\"a.png\"", b"100")
+        );
+        let buffered = key.fingerprint(
+            "PUT",
+            "/v1/collections/a/records/1/files/f",
+            None,
+            RequestBody::Bytes(b""),
+        );
+        assert_ne!(up(b"", b"", b""), buffered);
+    }
+
+    #[test]
+    fn multipart_bodies_and_raw_uploads_are_streamed() {
+        let file = "/v1/collections/albums/records/r1/files/cover";
+        assert!(streamed("PUT", file, None));
+        assert!(streamed("PUT", file, Some("application/json")));
+        assert!(!streamed("PATCH", file, None));
+        let records = "/v1/collections/albums/records";
+        assert!(streamed(
+            "POST",
+            records,
+            Some("multipart/form-data; boundary=x")
+        ));
+        assert!(streamed(
+            "PATCH",
+            &format!("{records}/r1"),
+            Some("Multipart/Form-Data;boundary=y")
+        ));
+        assert!(!streamed("POST", records, Some("application/json")));
+        assert!(!streamed("POST", records, None));
+        assert!(!streamed(
+            "PUT",
+            "/v1/collections/albums/records/r1/files",
+            None
+        ));
     }
 
     #[test]
@@ -819,13 +938,16 @@ mod tests {
     }
 
     #[test]
-    fn sign_in_refresh_and_otp_are_exempt() {
+    fn sign_in_refresh_otp_file_tokens_and_tus_are_exempt() {
         for p in [
             "/v1/auth/login",
             "/v1/admin/auth/login",
             "/v1/auth/refresh",
             "/v1/auth/otp/request",
             "/v1/auth/otp/verify",
+            "/v1/files/token",
+            "/v1/uploads",
+            "/v1/uploads/abc",
         ] {
             assert!(exempt(p), "{p}");
         }
@@ -835,6 +957,8 @@ mod tests {
             "/v1/batch",
             "/v1/collections/posts/records",
             "/v1/admin/api-keys",
+            "/v1/collections/a/records/1/files/f",
+            "/v1/uploadsx",
         ] {
             assert!(!exempt(p), "{p}");
         }

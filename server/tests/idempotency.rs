@@ -28,7 +28,10 @@ on_both!(
     pruning_removes_old_keys,
     stored_answers_hold_no_readable_secrets,
 );
-on_both_backends!(rate_limited_answers_are_not_stored);
+on_both_backends!(
+    rate_limited_answers_are_not_stored,
+    uploads_are_idempotent_without_being_buffered
+);
 
 /// A client that hangs up mid-request does not cancel it: the answer is stored and the retry
 /// replays it. PostgreSQL only, where the request can be held deterministically: a
@@ -207,7 +210,12 @@ fn new_key() -> String {
 /// The anonymous caller's derivation of `key` and the fingerprint of `POST posts` with `body`.
 fn anon_post(key: &str, body: &str) -> (Key, String) {
     let k = Key::new(&idempotency::scope(&Principal::Anonymous), key).unwrap();
-    let fp = k.fingerprint("POST", POSTS, None, body.as_bytes());
+    let fp = k.fingerprint(
+        "POST",
+        POSTS,
+        None,
+        idempotency::RequestBody::Bytes(body.as_bytes()),
+    );
     (k, fp)
 }
 
@@ -1071,4 +1079,144 @@ async fn stored_answers_hold_no_readable_secrets(s: &TestServer) {
     // The access token in the replay still works.
     let token = again.body["access_token"].as_str().unwrap();
     s.get("/v1/auth/me", Some(token)).await.expect(200);
+}
+
+/// Multipart creates and raw uploads, larger than the JSON body limit (4 KB here), stream to
+/// storage with a key too: a retry (with a new multipart boundary, as clients make one per
+/// attempt) replays, a retry naming another file is a reuse, and file tokens ignore the key.
+async fn uploads_are_idempotent_without_being_buffered(backend: Backend) {
+    let Some(s) = TestServer::start_with(backend, |c| {
+        c.http.body_limit = "4KB".into();
+        c.storage.max_file_size = "1MB".into();
+    })
+    .await
+    else {
+        return;
+    };
+    s.apply(json!([{
+        "name": "docs",
+        "fields": {
+            "title": {"type": "text"},
+            "files": {"type": "file", "multiple": true, "max_files": 5}
+        },
+        "rules": {"list": "true", "view": "true", "create": "true", "update": "true", "delete": "true"}
+    }]))
+    .await;
+    let bytes: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let key = new_key();
+    let form = || {
+        reqwest::multipart::Form::new()
+            .part(
+                "data",
+                reqwest::multipart::Part::text(r#"{"title":"m"}"#)
+                    .mime_str("application/json")
+                    .unwrap(),
+            )
+            .part(
+                "files",
+                reqwest::multipart::Part::bytes(bytes.clone()).file_name("a.bin"),
+            )
+    };
+    let create = || async {
+        let r = s
+            .client
+            .post(format!("{}/v1/collections/docs/records", s.base))
+            .header("idempotency-key", &key)
+            .multipart(form())
+            .send()
+            .await
+            .unwrap();
+        let replay = r.headers().contains_key("idempotent-replayed");
+        (
+            r.status().as_u16(),
+            replay,
+            r.json::<Value>().await.unwrap(),
+        )
+    };
+    let (st, replay, first) = create().await;
+    assert_eq!(st, 201, "{first}");
+    assert!(!replay);
+    let (st, replay, again) = create().await;
+    assert_eq!(st, 201, "{again}");
+    assert!(replay, "a retry with another boundary replays");
+    assert_eq!(again, first);
+    assert_eq!(count(&s, "docs").await, 1);
+
+    let id = first["id"].as_str().unwrap().to_owned();
+    let put = |key: String, name: &'static str| {
+        let (url, bytes) = (
+            format!("{}/v1/collections/docs/records/{id}/files/files", s.base),
+            bytes.clone(),
+        );
+        let client = s.client.clone();
+        async move {
+            let r = client
+                .put(url)
+                .header("idempotency-key", key)
+                .header(
+                    "content-disposition",
+                    format!("attachment; filename=\"{name}\""),
+                )
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            let replay = r.headers().contains_key("idempotent-replayed");
+            (
+                r.status().as_u16(),
+                replay,
+                r.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let key = new_key();
+    let (st, replay, up) = put(key.clone(), "b.bin").await;
+    assert_eq!(st, 200, "{up}");
+    assert!(!replay);
+    let (st, replay, again) = put(key.clone(), "b.bin").await;
+    assert_eq!(st, 200, "{again}");
+    assert!(replay);
+    assert_eq!(again, up);
+    let (st, _, reused) = put(key.clone(), "c.bin").await;
+    assert_eq!(st, 422, "{reused}");
+    assert_eq!(reused["code"], "idempotency_key_reused");
+    let rec = s
+        .get(&format!("/v1/collections/docs/records/{id}"), None)
+        .await;
+    assert_eq!(
+        rec.expect(200)["files"].as_array().unwrap().len(),
+        2,
+        "one file from the create, one from the first PUT: {}",
+        rec.body
+    );
+
+    // A JSON body over the limit is still refused before anything is claimed.
+    let r = s
+        .request_with(
+            Method::POST,
+            "/v1/collections/docs/records",
+            None,
+            Some(json!({"title": "x".repeat(5000)})),
+            &[("idempotency-key", &new_key())],
+        )
+        .await;
+    r.problem(413, "payload_too_large");
+
+    // File tokens ignore the key: each answer is a fresh token.
+    let (_, user, _) = signup(&s, "tok@example.com").await;
+    for _ in 0..2 {
+        let r = s
+            .request_with(
+                Method::POST,
+                "/v1/files/token",
+                Some(&user),
+                Some(json!({})),
+                &[("idempotency-key", &key)],
+            )
+            .await;
+        r.expect(200);
+        assert!(!replayed(&r));
+    }
+    s.stop().await;
 }

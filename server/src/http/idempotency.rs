@@ -26,7 +26,7 @@ use super::AppState;
 use super::middleware::REQUEST_ID;
 use crate::db::Db;
 use crate::error::{Code, Error};
-use crate::idempotency::{self as idem, Claim, Key, Stored, Ticket};
+use crate::idempotency::{self as idem, Claim, Key, RequestBody, Stored, Ticket};
 
 /// Whether a request asks for idempotency: a mutating method and the header (valid or not).
 pub fn wanted(req: &Request) -> bool {
@@ -85,18 +85,52 @@ async fn prepare(state: &AppState, scope: &str, req: Request) -> Result<Prepared
         return Ok(Prepared::Pass(req));
     };
     let (parts, body) = req.into_parts();
-    let bytes = read_body(body, state.settings.body_limit).await?;
     let key = Key::new(scope, &raw_key)?;
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let fingerprint = key.fingerprint(
-        parts.method.as_str(),
-        path_and_query,
-        parts
-            .headers
-            .get(header::IF_MATCH)
-            .map(HeaderValue::as_bytes),
-        &bytes,
-    );
+    let method = parts.method.as_str();
+    let if_match = parts
+        .headers
+        .get(header::IF_MATCH)
+        .map(HeaderValue::as_bytes);
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (body, fingerprint) = if idem::streamed(method, uri.path(), content_type) {
+        // Uploads go to storage as they arrive, under their own size limits: not buffered.
+        let essence = content_type
+            .and_then(|ct| ct.split(';').next())
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let header_bytes = |name| {
+            parts
+                .headers
+                .get(name)
+                .map_or(&b""[..], HeaderValue::as_bytes)
+        };
+        let length = if essence == "multipart/form-data" {
+            &b""[..]
+        } else {
+            header_bytes(header::CONTENT_LENGTH)
+        };
+        let fingerprint = key.fingerprint(
+            method,
+            path_and_query,
+            if_match,
+            RequestBody::Streamed {
+                content_type: essence.as_bytes(),
+                disposition: header_bytes(header::CONTENT_DISPOSITION),
+                length,
+            },
+        );
+        (body, fingerprint)
+    } else {
+        let bytes = read_body(body, state.settings.body_limit).await?;
+        let fingerprint =
+            key.fingerprint(method, path_and_query, if_match, RequestBody::Bytes(&bytes));
+        (Body::from(bytes), fingerprint)
+    };
     match idem::claim(
         &state.db,
         &state.idempotency,
@@ -107,7 +141,7 @@ async fn prepare(state: &AppState, scope: &str, req: Request) -> Result<Prepared
     .await?
     {
         Claim::Won(ticket) => Ok(Prepared::Run(Box::new(Claimed {
-            req: Request::from_parts(parts, Body::from(bytes)),
+            req: Request::from_parts(parts, body),
             key,
             ticket,
             fingerprint,
