@@ -43,7 +43,9 @@
 #
 # ONLY= (comma-separated; default: all) picks scenarios: list, view, filter, login, create,
 # seed (the seeding row), notes (owner-rule list and the signed-in cost runs), health,
-# seqcreate, pgbench (only with FB_DATABASE=postgres). Unless all of list, view, filter, login,
+# seqcreate, createkey (Ferrobase only, needs wrk: the create with a unique Idempotency-Key per
+# request, bench/idempotency-key.lua, right after the create, to price the key), pgbench (only
+# with FB_DATABASE=postgres). Unless all of list, view, filter, login,
 # create and seed are picked, the picked ones of those run one by one through scenario.sh (same
 # measurement as bench.sh, same order) instead of bench.sh; posts are seeded when list, view,
 # filter or seed is picked. SKIP_PB=1 skips the PocketBase half.
@@ -80,7 +82,7 @@ CREATE_BODY='{"title":"Benchmark post created under load","body":"Lorem ipsum do
 log() { echo "[run] $*" >&2; }
 die() { log "$*"; exit 1; }
 
-SCENARIOS="list view filter login create seed notes health seqcreate pgbench"
+SCENARIOS="list view filter login create seed notes health seqcreate createkey pgbench"
 ONLY="${ONLY// /}"
 for n in ${ONLY//,/ }; do
   [[ " $SCENARIOS " == *" $n "* ]] || die "ONLY: unknown scenario '$n' (known: ${SCENARIOS// /, })"
@@ -408,6 +410,17 @@ export POSTS_PATH=/v1/collections/posts/records \
   SEED_SCRIPT="$HERE/seed-ferrobase.sh"
 posts_phase "$WORK/fb/bench" "$FB_BASE" "$FB_PORT" "$FB_PID" "$SEED_SCRIPT" "$POSTS_PATH" "$USERS_PATH" \
   "$AUTH_PATH" "$AUTH_BODY" "$LIST_QUERY" "$FILTER_QUERY"
+# The create again with a unique Idempotency-Key per request (claim + stored answer), right
+# after the plain create so both run against the same table size.
+if want createkey; then
+  if command -v wrk >/dev/null; then
+    LOAD_TOOL=wrk WRK_LUA="$HERE/idempotency-key.lua" METHOD=POST BODY="$CREATE_BODY" \
+      "$HERE/scenario.sh" "$WORK/fb/bench" "$FB_PID" "(k) create, unique Idempotency-Key" createkey \
+      "$FB_BASE$POSTS_PATH"
+  else
+    log "createkey needs wrk (per-request headers): skipped"
+  fi
+fi
 seqcreate_phase "$WORK/fb/bench" "$FB_PID" "$FB_BASE$POSTS_PATH"
 
 stop_pid "$FB_PID"
@@ -504,6 +517,7 @@ order = [("list", "b", "b", "list 20 (with total count)"), ("view", "c", "c", "v
          ("filter", "d", "d", "filter + sort (no index)"),
          ("notes", "f", "f1", "list 20 signed in, owner rule (notes, with count)"),
          ("login", "e", "e", "login (PB bcrypt-10, FB argon2id 19 MiB/t=2)"), ("create", "a", "a", "create"),
+         ("createkey", None, "k", "create, unique Idempotency-Key per request (Ferrobase only)"),
          ("seqcreate", "s", "s", "single client sequential creates (1 connection)")]
 
 def ratio(num, den):
@@ -536,7 +550,7 @@ for name, kp, kf, label in order:
     for who, r in (("PocketBase", p), ("Ferrobase", q)):
         if r and r["bad"]:
             notes.append(f"- {who} {label}: {r['bad']} of {r['total']} responses were non-2xx or errors")
-    pc, qc = cells(p, SKIP_PB), cells(q, False)
+    pc, qc = cells(p, SKIP_PB or kp is None), cells(q, False)
     if p and q:
         rr = [ratio(q["rps"], p["rps"]), ratio(p["p50"], q["p50"]), ratio(p["p99"], q["p99"]),
               ratio(float(p["hwm"]), float(q["hwm"]))]
@@ -564,6 +578,10 @@ print()
 print("Ratios: req/s = Ferrobase / PocketBase; p50, p99 and memory = PocketBase / Ferrobase (> 1× is better for Ferrobase).")
 if ON_PG:
     print("Ferrobase's peak RSS and CPU are the ferrobase process only, not the PostgreSQL server's.")
+ck, cp = fb.get("k"), fb.get("a")
+if ck and cp:
+    print(f"- create with a unique Idempotency-Key: {ck['rps'] / cp['rps'] * 100:.0f} % of create "
+          f"({f(ck['rps'], 0)} of {f(cp['rps'], 0)} req/s; p50 {f(ck['p50'], 2)} vs {f(cp['p50'], 2)} ms)")
 view = fb.get("c")
 if view and h:
     print(f"- view by id as % of /v1/health: {view['rps'] / h['rps'] * 100:.0f} % "

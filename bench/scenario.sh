@@ -11,6 +11,8 @@
 #   | label | req/s | p50 ms | p99 ms | requests | non-2xx+errors | VmHWM MiB | RSS after MiB | cpu |
 # Environment as bench.sh: DURATION, CONNS, LOAD_TOOL, QUIET_CORES, QUIET_MAX_WAIT, WRK_THREADS;
 # METHOD (GET) and BODY (none). CONNS=1 WRK_THREADS=1 is one client on one keep-alive connection.
+# WRK_LUA: a Lua file appended to the generated wrk script (e.g. a `request` function that
+# varies a header per request, bench/idempotency-key.lua); needs LOAD_TOOL=wrk.
 set -euo pipefail
 
 OUT_DIR="$1" SERVER_PID="$2" LABEL="$3" NAME="$4" URL="$5"
@@ -24,6 +26,10 @@ log() { echo "[scenario] $*" >&2; }
 mkdir -p "$OUT_DIR"
 if [[ "$LOAD_TOOL" == auto ]]; then
   if command -v oha >/dev/null; then LOAD_TOOL=oha; else LOAD_TOOL=wrk; fi
+fi
+WRK_LUA="${WRK_LUA:-}"
+if [[ -n "$WRK_LUA" && "$LOAD_TOOL" != wrk ]]; then
+  log "$LABEL: WRK_LUA needs LOAD_TOOL=wrk (got $LOAD_TOOL)"; exit 1
 fi
 
 mem_mib() { awk -v k="$1:" '$1 == k {printf "%.1f", $2 / 1024}' "/proc/$SERVER_PID/status"; }
@@ -67,6 +73,7 @@ run_wrk() {
     for h in "${HEADERS[@]}"; do
       printf 'wrk.headers["%s"] = "%s"\n' "${h%%:*}" "$(sed 's/^ *//' <<<"${h#*:}")"
     done
+    [[ -n "$WRK_LUA" ]] && cat "$WRK_LUA"
     cat <<'LUA'
 done = function(s, lat, req)
   io.write(string.format("WRK_RESULT\t%.2f\t%.3f\t%.3f\t%d\t%d\t%d\n",

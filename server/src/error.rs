@@ -28,9 +28,13 @@ pub enum Code {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    /// A retry with an `Idempotency-Key` whose first request is still running.
+    IdempotencyInProgress,
     VersionMismatch,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// An `Idempotency-Key` sent again with a different request (method, path or body).
+    IdempotencyKeyReused,
     DestructiveChange,
     RateLimited,
     Unavailable,
@@ -79,6 +83,11 @@ impl Code {
                 "Method not allowed",
             ),
             Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            IdempotencyInProgress => (
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "Request in progress",
+            ),
             VersionMismatch => (
                 StatusCode::PRECONDITION_FAILED,
                 "version_mismatch",
@@ -93,6 +102,11 @@ impl Code {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Unsupported media type",
+            ),
+            IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
             ),
             DestructiveChange => (
                 StatusCode::CONFLICT,

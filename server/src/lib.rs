@@ -6,6 +6,7 @@
 //! - [`catalog`] / [`schemas`]: the applied collections, plan and apply of new versions.
 //! - [`records`]: CRUD, lists, batch, with [`access`] rules on every path.
 //! - [`admin`]: operator accounts and tokens.
+//! - [`idempotency`]: `Idempotency-Key` claims, stored answers and their pruning.
 //! - [`http`]: the router, extractors, middleware; [`error`]: problem+json codes.
 //! - [`thumbs`]: image thumbnails for file downloads (`?thumb=WxH`), bounded against bombs.
 //!
@@ -23,6 +24,7 @@ pub mod db;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod idempotency;
 pub mod jobs;
 pub mod mail;
 pub mod openapi;
@@ -113,6 +115,7 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
         limits,
+        idempotency: idempotency::Pending::default(),
         db,
         catalog,
         settings: Arc::new(settings),
@@ -126,8 +129,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Once a minute: rate limiter state of keys back at full budget is dropped, and the
-    // change log loses what is older than retention (in short batches).
+    // Once a minute: rate limiter state of keys back at full budget is dropped, the change
+    // log loses what is older than retention, idempotency keys past theirs are pruned (both
+    // in short batches), and expired uploads are removed.
     let (limits, db, retention, files) = (
         state.limits.clone(),
         state.db.clone(),
@@ -144,6 +148,12 @@ pub async fn serve(
             }
             if let Err(e) = files::uploads::prune(&db, &files).await {
                 tracing::warn!(error = %e, "expired upload removal failed");
+            }
+            let before = idempotency::retention_cutoff(chrono::Utc::now());
+            match idempotency::prune(&db, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "pruned idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
             }
         }
     });

@@ -654,6 +654,16 @@ pub const CODE_TABLE: &[(&str, u16, &str)] = &[
         "a unique value or id already exists, or the database refused a change",
     ),
     (
+        "idempotency_in_progress",
+        409,
+        "the first request with this `Idempotency-Key` is still running; retry after `Retry-After` seconds",
+    ),
+    (
+        "idempotency_key_reused",
+        422,
+        "this `Idempotency-Key` was used for a different request (method, path, `If-Match` or body)",
+    ),
+    (
         "destructive_change",
         409,
         "the schema change loses data; repeat with `allow_destructive`",
@@ -1397,11 +1407,11 @@ fn add_problems(doc: &mut Value) {
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
-    for item in paths.values_mut() {
+    for (path, item) in paths.iter_mut() {
         let Some(item) = item.as_object_mut() else {
             continue;
         };
-        for op in item.values_mut() {
+        for (method, op) in item.iter_mut() {
             let Some(op) = op.as_object_mut() else {
                 continue;
             };
@@ -1411,6 +1421,18 @@ fn add_problems(doc: &mut Value) {
                 .unwrap_or("")
                 .to_owned();
             let mut codes: Vec<Code> = errors.get(id.as_str()).copied().unwrap_or(&[]).to_vec();
+            if takes_idempotency_key(method, path) {
+                add_idempotency_key(op);
+                for c in [
+                    Code::BadRequest,
+                    Code::IdempotencyInProgress,
+                    Code::IdempotencyKeyReused,
+                ] {
+                    if !codes.contains(&c) {
+                        codes.push(c);
+                    }
+                }
+            }
             codes.push(Code::Internal);
             let responses = op
                 .entry("responses")
@@ -1418,6 +1440,66 @@ fn add_problems(doc: &mut Value) {
             if let Some(responses) = responses.as_object_mut() {
                 add_problem_responses(responses, &codes);
             }
+        }
+    }
+}
+
+/// Whether an operation accepts `Idempotency-Key` (see [`crate::idempotency`]): every
+/// mutating route under `/v1` but sign-in, refresh and one-time codes.
+fn takes_idempotency_key(method: &str, path: &str) -> bool {
+    matches!(method, "post" | "put" | "patch" | "delete")
+        && path.starts_with("/v1/")
+        && !crate::idempotency::exempt(path)
+}
+
+/// The `Idempotency-Key` request header, and `Idempotent-Replayed` on success responses.
+fn add_idempotency_key(op: &mut Map<String, Value>) {
+    let param = json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "Makes the request safe to retry: send a new random UUID per request and \
+            the same one on each retry. A retry with the same key and the same request (method, \
+            path and query, `If-Match`, and the body as a JSON value: key order and whitespace \
+            do not matter) gets the first answer again, whatever its status, with \
+            `Idempotent-Replayed: true`, and has no second effect. The same key with another \
+            request is 422 `idempotency_key_reused`; while the first request still runs, 409 \
+            `idempotency_in_progress` with `Retry-After`. Keys are per caller (user, admin, API \
+            key; anonymous callers share one scope) and kept at least 24 hours. Answers a retry \
+            should run again are not kept: 5xx, 401, 403, 429. 1 to 255 visible ASCII \
+            characters, else 400 `bad_request`.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": crate::idempotency::MAX_KEY_LEN,
+                   "pattern": "^[!-~]+$"},
+        "example": "0190a5f3-7d7e-7c1e-9a55-6c7f3b0e2a11"
+    });
+    match op.get_mut("parameters").and_then(Value::as_array_mut) {
+        Some(params) => params.push(param),
+        None => {
+            op.insert("parameters".into(), json!([param]));
+        }
+    }
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (status, response) in responses.iter_mut() {
+        if !status.starts_with('2') {
+            continue;
+        }
+        let Some(response) = response.as_object_mut() else {
+            continue;
+        };
+        let headers = response
+            .entry("headers")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(headers) = headers.as_object_mut() {
+            headers.insert(
+                "Idempotent-Replayed".into(),
+                json!({
+                    "description": "`true` when this is the stored answer to an earlier request \
+                        with the same `Idempotency-Key`; absent otherwise.",
+                    "schema": {"type": "string", "enum": ["true"]}
+                }),
+            );
         }
     }
 }

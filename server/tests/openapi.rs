@@ -541,6 +541,61 @@ fn documents_name_a_server() {
     }
 }
 
+/// Every mutating operation but sign-in and refresh documents `Idempotency-Key`, its two
+/// problems and `Idempotent-Replayed`, in the generic and the typed document alike.
+#[test]
+fn mutating_operations_take_an_idempotency_key() {
+    for doc in [openapi::generic(), openapi::for_collections(&photoshare())] {
+        let mut with_key = 0;
+        for (method, path, op) in operations(&doc) {
+            let key = param(&op, "Idempotency-Key");
+            let exempt = [
+                "/v1/auth/login",
+                "/v1/admin/auth/login",
+                "/v1/auth/refresh",
+                "/v1/files/token",
+            ]
+            .contains(&path.as_str())
+                // tus resumes by Upload-Offset, its own idempotency.
+                || path.starts_with("/v1/uploads");
+            if method == "GET" || method == "HEAD" || exempt {
+                assert!(key.is_none(), "{method} {path} documents Idempotency-Key");
+                continue;
+            }
+            let key = key.unwrap_or_else(|| panic!("{method} {path}: no Idempotency-Key"));
+            with_key += 1;
+            assert_eq!(key["in"], "header");
+            assert_eq!(key["schema"]["maxLength"], 255);
+            let codes = |status: &str| op["responses"][status]["x-error-codes"].clone();
+            assert!(
+                codes("409")
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("idempotency_in_progress")),
+                "{method} {path}"
+            );
+            assert!(
+                codes("422")
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("idempotency_key_reused")),
+                "{method} {path}"
+            );
+            let (_, success) = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(s, _)| s.starts_with('2'))
+                .unwrap();
+            assert!(
+                success["headers"]["Idempotent-Replayed"].is_object(),
+                "{method} {path}"
+            );
+        }
+        assert!(with_key >= 20, "only {with_key} operations take a key");
+    }
+}
+
 fn param<'a>(op: &'a Value, name: &str) -> Option<&'a Value> {
     op["parameters"]
         .as_array()?

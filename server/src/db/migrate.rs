@@ -38,6 +38,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0004_change_log.sql"),
     },
     Migration {
+        version: 5,
+        name: "idempotency",
+        sqlite: include_str!("../../../migrations/sqlite/0005_idempotency.sql"),
+        postgres: include_str!("../../../migrations/postgres/0005_idempotency.sql"),
+    },
+    Migration {
         version: 6,
         name: "uploads",
         sqlite: include_str!("../../../migrations/sqlite/0006_uploads.sql"),

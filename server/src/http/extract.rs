@@ -74,6 +74,10 @@ pub async fn resolve_token(state: &AppState, token: &str) -> Result<Principal, E
 
 /// Middleware on every `/v1` route that takes credentials (all but health and readiness): an
 /// invalid or expired token is 401 on any of them, public ones included, never anonymous.
+///
+/// It also hands a mutating request that carries `Idempotency-Key` to
+/// [`super::idempotency::run`], which needs the caller (keys are scoped to it); doing that here
+/// rather than in a layer of its own spares every other request a boxed future.
 pub async fn authenticate(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut req: Request,
@@ -82,8 +86,12 @@ pub async fn authenticate(
     use axum::response::IntoResponse;
     match resolve(req.headers(), &state).await {
         Ok(p) => {
+            let scope = super::idempotency::wanted(&req).then(|| crate::idempotency::scope(&p));
             req.extensions_mut().insert(Resolved(p));
-            next.run(req).await
+            match scope {
+                Some(scope) => super::idempotency::run(&state, scope, req, next).await,
+                None => next.run(req).await,
+            }
         }
         Err(e) => e.into_response(),
     }

@@ -6,6 +6,7 @@ pub mod admin_ops;
 pub mod auth;
 pub mod extract;
 pub mod files;
+pub mod idempotency;
 pub mod middleware;
 pub mod realtime;
 pub mod records;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub realtime: Arc<crate::realtime::Hub>,
     /// File storage.
     pub files: crate::files::Files,
+    /// Idempotent answers sent but not yet stored (see `idempotency::Pending`).
+    pub idempotency: crate::idempotency::Pending,
 }
 
 impl Shared {
