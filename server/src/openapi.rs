@@ -441,6 +441,7 @@ pub const ERRORS: &[(&str, &[Code])] = {
         (
             "download_file",
             &[
+                BadRequest,
                 Unauthenticated,
                 TokenExpired,
                 Forbidden,

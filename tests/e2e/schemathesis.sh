@@ -51,7 +51,11 @@ run_st() {
 
 passed=0; failed=0
 # Everything but schema apply (which, fed random schemas, would drop the example project).
-if run_st "all operations except schema apply (admin token)" "$TOKEN" --exclude-operation-id admin_apply_schema; then
+# tus routes (/v1/uploads) are left out: the protocol mandates 412 for a missing or other
+# Tus-Resumable and a binary PATCH body schemathesis cannot serialize; they are covered by
+# server/tests/uploads.rs and tests/e2e/tus_client.sh (a real tus client).
+if run_st "all operations except schema apply and tus (admin token)" "$TOKEN" --exclude-operation-id admin_apply_schema \
+  --exclude-path-regex '^/v1/uploads'; then
   passed=$((passed + 1)); else failed=$((failed + 1)); fi
 # An app user with a profile and a post of their own, for the user-token runs. Signed up only
 # now: the admin run finds users in its own responses and disables or deletes them.

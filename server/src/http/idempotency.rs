@@ -34,6 +34,37 @@ pub fn wanted(req: &Request) -> bool {
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) && req.headers().contains_key(idem::HEADER)
+        && routed(req)
+}
+
+/// Whether the router serves this method on the matched path. A method a path does not take
+/// must get its 405 (the key is not looked at), and the middleware runs before the router
+/// decides that; the contract lists exactly the served operations (a test checks it).
+fn routed(req: &Request) -> bool {
+    use std::collections::HashSet;
+    use std::sync::OnceLock;
+    static SERVED: OnceLock<HashSet<(String, String)>> = OnceLock::new();
+    let served = SERVED.get_or_init(|| {
+        let doc = crate::openapi::generic();
+        let mut out = HashSet::new();
+        if let Some(paths) = doc["paths"].as_object() {
+            for (path, item) in paths {
+                if let Some(ops) = item.as_object() {
+                    for method in ops.keys() {
+                        out.insert((method.to_ascii_uppercase(), path.clone()));
+                    }
+                }
+            }
+        }
+        out
+    });
+    let Some(matched) = req.extensions().get::<axum::extract::MatchedPath>() else {
+        return false;
+    };
+    served.contains(&(
+        req.method().as_str().to_owned(),
+        matched.as_str().to_owned(),
+    ))
 }
 
 /// Runs a request that carries `Idempotency-Key` for the caller `scope`.

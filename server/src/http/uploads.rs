@@ -48,13 +48,20 @@ fn check_version(headers: &HeaderMap) -> Result<(), Box<Response>> {
     if headers.get("tus-resumable").and_then(|v| v.to_str().ok()) == Some(TUS_VERSION) {
         return Ok(());
     }
-    let e = Error::new(
+    // tus answers an unsupported version with 412 (a problem body whose status says so).
+    let mut body = Error::new(
         Code::BadRequest,
         "Send `Tus-Resumable: 1.0.0` (this server speaks tus 1.0.0).",
     )
-    .with("header", "Tus-Resumable");
-    let mut r = e.into_response();
-    *r.status_mut() = StatusCode::PRECONDITION_FAILED;
+    .with("header", "Tus-Resumable")
+    .body();
+    body["status"] = serde_json::json!(412);
+    body["title"] = serde_json::json!("Precondition failed");
+    let mut r = (StatusCode::PRECONDITION_FAILED, axum::Json(body)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     Err(Box::new(tus(r, &[("tus-version", TUS_VERSION.into())])))
 }
 
@@ -113,12 +120,17 @@ pub async fn options(State(state): State<AppState>) -> Response {
     params(("Tus-Resumable" = String, Header, description = "`1.0.0`"),
         ("Upload-Length" = u64, Header, description = "Size of the whole file in bytes"),
         ("Upload-Metadata" = Option<String>, Header, description = "tus metadata: `filename <base64>,content_type <base64>`")),
-    responses((status = 201, description = "Created; `Location` is the upload's URL")))]
+    responses((status = 201, description = "Created; `Location` is the upload's URL"),
+        (status = 412, description = "`Tus-Resumable` missing or not `1.0.0`", body = crate::openapi::Problem)))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(principal): Auth,
     headers: HeaderMap,
 ) -> Response {
+    // Credentials first (401), then the protocol version (412).
+    if let Err(e) = uploads::owner_of(&principal) {
+        return tus(e.into_response(), &[]);
+    }
     if let Err(r) = check_version(&headers) {
         return *r;
     }
@@ -171,13 +183,18 @@ pub async fn create(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Upload id"), ("Tus-Resumable" = String, Header, description = "`1.0.0`")),
     responses((status = 200, description = "`Upload-Offset`, `Upload-Length`, `Upload-Expires`"),
-        (status = 404, description = "No such upload of the caller")))]
+        (status = 404, description = "No such upload of the caller"),
+        (status = 412, description = "`Tus-Resumable` missing or not `1.0.0`")))]
 pub async fn head(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    // Credentials first (401), then the protocol version (412).
+    if let Err(e) = uploads::owner_of(&principal) {
+        return tus(e.into_response(), &[]);
+    }
     if let Err(r) = check_version(&headers) {
         return *r;
     }
@@ -209,7 +226,8 @@ pub async fn head(
     params(("id" = String, Path, description = "Upload id"), ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
         ("Upload-Offset" = u64, Header, description = "Where these bytes start (the upload's current offset)")),
     request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
-    responses((status = 204, description = "Stored; the new `Upload-Offset`")))]
+    responses((status = 204, description = "Stored; the new `Upload-Offset`"),
+        (status = 412, description = "`Tus-Resumable` missing or not `1.0.0`", body = crate::openapi::Problem)))]
 pub async fn patch(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -217,6 +235,10 @@ pub async fn patch(
     headers: HeaderMap,
     req: Request,
 ) -> Response {
+    // Credentials first (401), then the protocol version (412).
+    if let Err(e) = uploads::owner_of(&principal) {
+        return tus(e.into_response(), &[]);
+    }
     if let Err(r) = check_version(&headers) {
         return *r;
     }
@@ -260,13 +282,18 @@ pub async fn patch(
 #[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "files", operation_id = "delete_upload",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Upload id"), ("Tus-Resumable" = String, Header, description = "`1.0.0`")),
-    responses((status = 204, description = "Ended; its bytes are removed")))]
+    responses((status = 204, description = "Ended; its bytes are removed"),
+        (status = 412, description = "`Tus-Resumable` missing or not `1.0.0`", body = crate::openapi::Problem)))]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    // Credentials first (401), then the protocol version (412).
+    if let Err(e) = uploads::owner_of(&principal) {
+        return tus(e.into_response(), &[]);
+    }
     if let Err(r) = check_version(&headers) {
         return *r;
     }
