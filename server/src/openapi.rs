@@ -1025,17 +1025,6 @@ pub struct Record {
 #[allow(dead_code)]
 pub struct RecordInput {}
 
-/// A multipart record write: a `data` part (the JSON record body) and one part per uploaded
-/// file, named after its file field (repeat the part for a `multiple` field). Types are
-/// checked from the files' bytes; a single field takes the new file, a multiple one appends.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RecordMultipart {
-    /// The record body as JSON (`application/json`).
-    #[schema(value_type = Option<String>)]
-    data: Option<String>,
-}
-
 /// One page of a list.
 #[derive(ToSchema)]
 #[allow(dead_code)]

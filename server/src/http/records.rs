@@ -107,9 +107,8 @@ pub async fn view(
 #[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "records",
     operation_id = "create_record", security((), ("bearer" = [])),
     params(("collection" = String, Path, description = "Collection name")),
-    request_body(content(
-        (crate::openapi::RecordInput = "application/json"),
-        (crate::openapi::RecordMultipart = "multipart/form-data"))),
+    request_body(content = crate::openapi::RecordInput, content_type = "application/json",
+        description = "The record as JSON. With files: `multipart/form-data` with a `data` part (this JSON) and one part per file, named after its file field (docs/api.md#files)."),
     responses((status = 201, description = "Created", body = crate::openapi::Record,
         headers(("ETag" = String, description = "The record's version, quoted")))))]
 pub async fn create(
@@ -148,9 +147,8 @@ pub async fn create(
         ("id" = String, Path, description = "Record id"),
         ("If-Match" = Option<String>, Header, pattern = r#"^(W/)?"?[0-9]{1,18}"?$"#,
             description = "The version the change is based on, e.g. `\"3\"`")),
-    request_body(content(
-        (crate::openapi::RecordInput = "application/json"),
-        (crate::openapi::RecordMultipart = "multipart/form-data"))),
+    request_body(content = crate::openapi::RecordInput, content_type = "application/json",
+        description = "The record as JSON. With files: `multipart/form-data` with a `data` part (this JSON) and one part per file, named after its file field (docs/api.md#files)."),
     responses((status = 200, description = "The updated record", body = crate::openapi::Record,
         headers(("ETag" = String, description = "The record's new version, quoted")))))]
 pub async fn update(
