@@ -169,15 +169,6 @@ async fn discard(
     }
 }
 
-fn record_response(status: StatusCode, record: Map<String, Value>) -> Response {
-    let version = record.get("version").and_then(Value::as_i64);
-    let mut r = (status, axum::Json(Value::Object(record))).into_response();
-    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
-    r
-}
-
 /// `POST …/records` with a multipart body.
 pub async fn multipart_create(
     state: &AppState,
@@ -205,7 +196,7 @@ pub async fn multipart_create(
         })
         .await;
     match out {
-        Ok(rec) => Ok(record_response(StatusCode::CREATED, rec)),
+        Ok(rec) => Ok(super::records::with_etag(StatusCode::CREATED, rec)),
         Err(e) => {
             discard(state, &info, &record, &uploads).await;
             Err(e)
@@ -255,7 +246,7 @@ async fn update_with_uploads(
     match out {
         Ok(rec) => {
             state.jobs.notify();
-            Ok(record_response(StatusCode::OK, rec))
+            Ok(super::records::with_etag(StatusCode::OK, rec))
         }
         Err(e) => {
             discard(state, &info, &id, &uploads).await;
@@ -735,7 +726,7 @@ pub async fn create_with_upload_refs(
         files::uploads::discard(&state.files, id).await;
     }
     match out {
-        Ok(rec) => Ok(record_response(StatusCode::CREATED, rec)),
+        Ok(rec) => Ok(super::records::with_etag(StatusCode::CREATED, rec)),
         Err(e) => {
             discard(state, &info, &record, &uploads).await;
             Err(e)

@@ -19,7 +19,8 @@ use crate::records::{Actor, collection, create_in, delete_in, update_in, view_in
 /// Most operations in one batch.
 pub const MAX_BATCH: usize = 100;
 
-fn with_etag(status: StatusCode, record: Map<String, Value>) -> Response {
+/// A record answer with its version as `ETag` (also used by the file routes).
+pub(super) fn with_etag(status: StatusCode, record: Map<String, Value>) -> Response {
     let version = record.get("version").and_then(Value::as_i64);
     let mut r = (status, Json(Value::Object(record))).into_response();
     if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
