@@ -40,23 +40,41 @@ pub fn mime_allowed(allowed: &[String], mime: &str) -> bool {
         })
 }
 
-/// The usual extension of a type.
+/// The types stored names get a proper extension for, and that extension (one table for both
+/// directions: naming an upload and serving it).
+const TYPES: &[(&str, &str)] = &[
+    ("image/png", "png"),
+    ("image/jpeg", "jpg"),
+    ("image/gif", "gif"),
+    ("image/webp", "webp"),
+    ("image/heic", "heic"),
+    ("image/heif", "heic"),
+    ("image/avif", "avif"),
+    ("image/svg+xml", "svg"),
+    ("application/pdf", "pdf"),
+    ("video/mp4", "mp4"),
+    ("video/quicktime", "mov"),
+    ("audio/mpeg", "mp3"),
+    ("application/zip", "zip"),
+    ("text/plain", "txt"),
+];
+
+/// The usual extension of a type (`bin` for any other).
 fn extension(mime: &str) -> &'static str {
-    match mime {
-        "image/png" => "png",
-        "image/jpeg" => "jpg",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        "image/heic" | "image/heif" => "heic",
-        "image/avif" => "avif",
-        "image/svg+xml" => "svg",
-        "application/pdf" => "pdf",
-        "video/mp4" => "mp4",
-        "video/quicktime" => "mov",
-        "audio/mpeg" => "mp3",
-        "application/zip" => "zip",
-        "text/plain" => "txt",
-        _ => "bin",
+    TYPES
+        .iter()
+        .find(|(m, _)| *m == mime)
+        .map_or("bin", |(_, ext)| ext)
+}
+
+/// The `Content-Type` a stored name is served with (its extension was chosen from the bytes).
+/// SVG goes out as a download type: it can carry script.
+pub fn served_type(name: &str) -> &'static str {
+    let ext = name.rsplit('.').next().unwrap_or("");
+    match TYPES.iter().find(|(_, e)| *e == ext).map(|(m, _)| *m) {
+        Some("image/svg+xml") | None => "application/octet-stream",
+        Some("text/plain") => "text/plain; charset=utf-8",
+        Some(mime) => mime,
     }
 }
 
@@ -128,6 +146,20 @@ mod tests {
         );
         for bad in ["", "../x", "a/b", "A.png", "a\0", ".x", "a..b"] {
             assert!(!is_stored_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stored_names_are_served_with_their_type() {
+        for (mime, served) in [
+            ("image/png", "image/png"),
+            ("image/jpeg", "image/jpeg"),
+            ("image/heif", "image/heic"),
+            ("text/plain", "text/plain; charset=utf-8"),
+            ("image/svg+xml", "application/octet-stream"),
+            ("application/x-unknown", "application/octet-stream"),
+        ] {
+            assert_eq!(served_type(&stored_name("a", mime)), served, "{mime}");
         }
     }
 

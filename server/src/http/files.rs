@@ -362,27 +362,6 @@ pub struct DownloadQuery {
     pub download: Option<String>,
 }
 
-/// The type a stored name's extension stands for (the extension was chosen from the bytes).
-fn mime_of(name: &str) -> &'static str {
-    match name.rsplit('.').next().unwrap_or("") {
-        "png" => "image/png",
-        "jpg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "heic" => "image/heic",
-        "avif" => "image/avif",
-        // Served as a download type: an SVG can carry script.
-        "svg" => "application/octet-stream",
-        "pdf" => "application/pdf",
-        "mp4" => "video/mp4",
-        "mov" => "video/quicktime",
-        "mp3" => "audio/mpeg",
-        "zip" => "application/zip",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
-
 /// A `Range` no byte of the file satisfies (416).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unsatisfiable;
@@ -477,7 +456,7 @@ pub async fn download(
     if let Some(raw) = q.thumb.as_deref() {
         let spec = files::thumbs::parse_spec(raw)
             .map_err(|e| Error::bad_request(e.to_string()).with("parameter", "thumb"))?;
-        if let Some(format) = files::thumbs::format_of(mime_of(&filename))
+        if let Some(format) = files::thumbs::format_of(files::names::served_type(&filename))
             && let Some(bytes) = state
                 .files
                 .thumbnail(info.name(), &id, &filename, format, &spec)
@@ -537,7 +516,10 @@ pub async fn download(
         "inline"
     };
     let pairs: [(header::HeaderName, String); 7] = [
-        (header::CONTENT_TYPE, mime_of(&filename).to_owned()),
+        (
+            header::CONTENT_TYPE,
+            files::names::served_type(&filename).to_owned(),
+        ),
         (header::CONTENT_LENGTH, length.to_string()),
         (header::ETAG, etag),
         (header::ACCEPT_RANGES, "bytes".into()),
