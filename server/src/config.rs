@@ -538,8 +538,10 @@ impl ServerConfig {
                         .parse()
                         .map_err(|_| invalid("expected a whole number"))?
                 }
-                // Variables read by the CLI or the test suites, not by the server.
-                "TOKEN" | "SERVER" | "TEST_PG_URL" | "REQUIRE_PG" | "CONFIG" | "LOG" => {}
+                // Variables read by the CLI, the test suites (`FERROBASE_TEST_*`,
+                // `FERROBASE_REQUIRE_*`) or the benchmark scripts, not by the server.
+                "TOKEN" | "SERVER" | "CONFIG" | "LOG" | "BIN" | "REV" => {}
+                n if n.starts_with("TEST_") || n.starts_with("REQUIRE_") => {}
                 _ => return Err(invalid("unknown setting (check the spelling)")),
             }
         }
@@ -775,6 +777,11 @@ mod tests {
             ("FERROBASE_HTTP", "0.0.0.0:9000"),
             ("FERROBASE_DATABASE_URL", "postgres://u:p@h/db"),
             ("PATH", "/bin"),
+            // What `.ci/run` exports for the test suites must not stop a server starting.
+            ("FERROBASE_REQUIRE_PG", "1"),
+            ("FERROBASE_REQUIRE_S3", "1"),
+            ("FERROBASE_TEST_S3_URL", "http://127.0.0.1:5055"),
+            ("FERROBASE_TEST_PG_URL", "postgres://postgres@127.0.0.1/test"),
         ]))
         .unwrap();
         let s = c.resolve().unwrap();
