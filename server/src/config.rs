@@ -781,7 +781,10 @@ mod tests {
             ("FERROBASE_REQUIRE_PG", "1"),
             ("FERROBASE_REQUIRE_S3", "1"),
             ("FERROBASE_TEST_S3_URL", "http://127.0.0.1:5055"),
-            ("FERROBASE_TEST_PG_URL", "postgres://postgres@127.0.0.1/test"),
+            (
+                "FERROBASE_TEST_PG_URL",
+                "postgres://postgres@127.0.0.1/test",
+            ),
         ]))
         .unwrap();
         let s = c.resolve().unwrap();
