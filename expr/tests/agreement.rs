@@ -502,10 +502,14 @@ async fn pg_pool() -> Option<(sqlx::PgPool, String)> {
             return None;
         }
     };
+    // Tests of this file run in parallel threads of one process, so pid and clock alone
+    // can collide (CI saw two schemas named in the same microsecond); a counter cannot.
+    static NEXT_SCHEMA: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let schema = format!(
-        "expr_test_{}_{}",
+        "expr_test_{}_{}_{}",
         std::process::id(),
-        Utc::now().timestamp_micros()
+        Utc::now().timestamp_micros(),
+        NEXT_SCHEMA.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&pool)
