@@ -181,6 +181,11 @@ pub async fn serve(
     let jobs = state.jobs.clone();
     let hub = state.realtime.clone();
     let app = http::router(state);
+    // Event streams are served by the listener itself; hyper gets every other connection.
+    // The no-op tap is what lets axum hand the peer address to `ConnectInfo` for a listener
+    // of our own.
+    use axum::serve::ListenerExt;
+    let listener = http::listener::Listener::new(listener, app.clone())?.tap_io(|_| {});
     let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

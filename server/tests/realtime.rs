@@ -360,9 +360,154 @@ async fn replicas_share_events(backend: Backend) {
     a.stop().await;
 }
 
+/// Reads from `conn` into `got` until `done(got)` holds; panics after 5 s.
+async fn read_until(
+    conn: &mut tokio::net::TcpStream,
+    got: &mut Vec<u8>,
+    done: impl Fn(&str) -> bool,
+) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done(&String::from_utf8_lossy(got)) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("closed early; got {}", String::from_utf8_lossy(got)),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("{e}; got {}", String::from_utf8_lossy(got)),
+            Err(_) => panic!("timed out; got {}", String::from_utf8_lossy(got)),
+        }
+    }
+}
+
+/// The wire as a plain HTTP/1.1 client sees it, on both ways a stream is served: a
+/// connection that opens with the stream request (answered chunked with `connection:
+/// close`, its slot freed when the peer hangs up), and a keep-alive connection that carried
+/// another request first (answered by the general HTTP server).
+async fn raw_http11_streams(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let Some(s) = TestServer::start_with(backend, |c| c.realtime.max_per_ip = 1).await else {
+        return;
+    };
+    s.apply(notes_schema("true")).await;
+    let (alice, tok, _) = signup(&s, "raw@example.com").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let stream_head = "GET /v1/realtime?collections=notes HTTP/1.1\r\nHost: x\r\n\
+                       Origin: http://app.example\r\nAccept: text/event-stream\r\n\r\n";
+
+    // 1. The stream request first: head, then the ready event and a live one, as chunks.
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(stream_head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut conn, &mut got, |t| t.contains("event: ready")).await;
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    let (head, _) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for h in [
+        "content-type: text/event-stream",
+        "transfer-encoding: chunked",
+        "connection: close",
+        "access-control-allow-origin: ",
+        "x-request-id: ",
+    ] {
+        assert!(head.contains(h), "{h} missing from {head}");
+    }
+    let id = create(&s, &tok, &alice, "over the wire", false).await;
+    read_until(&mut conn, &mut got, |t| t.contains(&id)).await;
+    // Every chunk is framed: a hex length line, exactly that many bytes, CRLF.
+    let body = &got[head.len() + 4..];
+    let mut rest = body;
+    let mut events = String::new();
+    while !rest.is_empty() {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let len =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16).unwrap();
+        let data = &rest[line_end + 2..line_end + 2 + len];
+        assert_eq!(&rest[line_end + 2 + len..line_end + 4 + len], b"\r\n");
+        events.push_str(std::str::from_utf8(data).unwrap());
+        rest = &rest[line_end + 4 + len..];
+    }
+    let parsed = common::sse::parse(&mut events);
+    assert_eq!(parsed.len(), 2, "{parsed:?}");
+    assert_eq!(rec(&parsed[1]), ("create", id.as_str()));
+    // The one slot this address has is taken until the peer hangs up, then freed.
+    let (c, body) = SseClient::open(
+        &s.client,
+        &format!("{}/v1/realtime?collections=notes", s.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (c.status, body["code"].clone()),
+        (429, json!("rate_limited"))
+    );
+    drop(conn);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (c, _) = SseClient::open(
+            &s.client,
+            &format!("{}/v1/realtime?collections=notes", s.base),
+            None,
+            None,
+        )
+        .await;
+        if c.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // 2. A keep-alive connection that asked something else first, then the stream (retried
+    //    while the slot of the stream just dropped is still being freed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (mut conn, mut got) = loop {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        read_until(&mut conn, &mut got, |t| {
+            t.contains("\r\n\r\n") && t.ends_with('}')
+        })
+        .await;
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+        conn.write_all(stream_head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        read_until(&mut conn, &mut got, |t| {
+            t.contains("event: ready") || t.contains("rate_limited")
+        })
+        .await;
+        if String::from_utf8_lossy(&got).contains("event: ready") {
+            break (conn, got);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let id = create(&s, &tok, &alice, "kept alive", false).await;
+    read_until(&mut conn, &mut got, |t| t.contains(&id)).await;
+    drop(conn);
+    s.stop().await;
+}
+
 on_both!(
     live_events_in_commit_order,
     rules_filter_every_event,
     resume_loses_nothing
 );
-on_both_backends!(credentials_end_streams, per_ip_limit, replicas_share_events);
+on_both_backends!(
+    credentials_end_streams,
+    per_ip_limit,
+    replicas_share_events,
+    raw_http11_streams
+);

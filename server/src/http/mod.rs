@@ -7,6 +7,7 @@ pub mod auth;
 pub mod extract;
 pub mod files;
 pub mod idempotency;
+pub mod listener;
 pub mod middleware;
 pub mod realtime;
 pub mod records;
