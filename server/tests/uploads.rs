@@ -271,6 +271,31 @@ async fn upload_resume_attach(s: &TestServer) {
         data.len().to_string().as_str()
     );
 
+    // A write that fails leaves the upload as it was: refused by the create rule, then
+    // invalid (the required owner missing); the corrected request attaches the same upload.
+    let r = s
+        .post(
+            "/v1/collections/clips/records",
+            Some(&tok),
+            json!({"owner": "someone-else", "video": {"upload": id}}),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 403, "{}", r.body);
+    let r = s
+        .post(
+            "/v1/collections/clips/records",
+            Some(&tok),
+            json!({"video": {"upload": id}}),
+        )
+        .await;
+    assert!(matches!(r.status.as_u16(), 403 | 422), "{}", r.body);
+    let r = tus(s, Method::HEAD, &loc, Some(&tok), &[], None).await;
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "the upload survived the failed writes"
+    );
+
     // Attach to a new record; the file is byte-identical; the upload is consumed.
     let r = s
         .post(

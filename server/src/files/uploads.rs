@@ -6,8 +6,10 @@
 //! is finished with them and the offset moves), so the client resumes exactly there. A
 //! finished upload is attached by a record write whose file field value is
 //! `{"upload": "<id>"}`: the parts are streamed, in order, through the same checks as a direct
-//! upload into the record's file, and the upload is consumed (the row is claimed by a single
-//! `DELETE … RETURNING`, so two writes cannot both attach it).
+//! upload into the record's file, and the upload is consumed in the record write's own
+//! transaction ([`consume_in`]: a `DELETE … RETURNING` that only one write can win). A write
+//! that fails (a refused rule, a validation error, a conflict) leaves the upload as it was, so
+//! the client fixes its request and attaches the same upload again instead of re-sending it.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -17,7 +19,7 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 
 use super::{Files, storage_error};
 use crate::access::Principal;
-use crate::db::{ColType, Db, Param};
+use crate::db::{ColType, Conn, Db, Param};
 use crate::error::{Code, Error};
 
 /// An upload expires this long after its creation or last `PATCH`.
@@ -307,8 +309,9 @@ async fn remove_parts(files: &Files, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Consumes a finished upload: its bytes as one stream (parts in offset order) and its file
-/// name. The caller streams it into a record's file and then calls [`discard`].
+/// Reads a finished upload: its bytes as one stream (parts in offset order) and its file
+/// name. The caller streams it into a record's file, consumes it with [`consume_in`] in the
+/// record write's transaction, and calls [`discard`] once that committed.
 pub async fn take(
     db: &Db,
     files: &Files,
@@ -332,7 +335,7 @@ pub async fn take(
             ),
         ));
     }
-    let up = claim(db, owner, id, true).await?;
+    let up = current;
     let mut parts: Vec<Path> = Vec::new();
     let mut list = files.store.list(Some(&part_dir(files, &up.id)));
     while let Some(meta) = list.next().await {
@@ -352,6 +355,29 @@ pub async fn take(
         .flatten()
         .boxed();
     Ok((up, stream))
+}
+
+/// Consumes the finished uploads `ids` of `owner` inside a record write's transaction: if
+/// another write attached one of them first (or it expired and was pruned meanwhile), this
+/// write fails with 409 and its own copies of the files are discarded by the caller.
+pub async fn consume_in(c: &mut Conn<'_>, owner: &str, ids: &[String]) -> Result<(), Error> {
+    for id in ids {
+        let row = c
+            .fetch_one(
+                "DELETE FROM _fb_uploads WHERE id = $1 AND owner = $2 AND upload_offset = length RETURNING id",
+                &[Param::Text(id.clone()), Param::Text(owner.to_owned())],
+                &[ColType::Text],
+            )
+            .await
+            .map_err(Error::from)?;
+        if row.is_none() {
+            return Err(Error::conflict(format!(
+                "upload `{id}` was attached by another write (or expired) meanwhile"
+            ))
+            .with("field", "upload"));
+        }
+    }
+    Ok(())
 }
 
 /// Removes a consumed upload's parts.

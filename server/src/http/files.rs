@@ -217,7 +217,7 @@ pub async fn multipart_update(
     check_writable(state, &principal, &info, &id).await?;
     let mut record = id.clone();
     let (body, uploads) = read_multipart(state, &info, &mut record, false, headers, body).await?;
-    update_with_uploads(state, principal, info, id, body, expected, uploads).await
+    update_with_uploads(state, principal, info, id, body, expected, uploads, None).await
 }
 
 async fn update_with_uploads(
@@ -228,6 +228,7 @@ async fn update_with_uploads(
     body: Map<String, Value>,
     expected: Option<i64>,
     uploads: Vec<(String, Vec<String>)>,
+    consume: Option<(String, Vec<String>)>,
 ) -> Result<Response, Error> {
     let catalog = state.catalog.current();
     let actor = Actor::new(principal);
@@ -236,6 +237,9 @@ async fn update_with_uploads(
         .db
         .write(move |mut c| {
             Box::pin(async move {
+                if let Some((owner, ids)) = &consume {
+                    files::uploads::consume_in(&mut c, owner, ids).await?;
+                }
                 update_in(
                     &mut c, &catalog, &info2, &actor, &id2, &body, expected, &ups,
                 )
@@ -347,6 +351,7 @@ pub async fn put_file(
         Map::new(),
         expected,
         vec![(field, vec![stored])],
+        None,
     )
     .await
 }
@@ -696,19 +701,26 @@ pub async fn create_with_upload_refs(
     body.insert("id".into(), Value::String(record.clone()));
     let (uploads, consumed) = attach_uploads(state, &principal, &info, &record, &mut body).await?;
     let catalog = state.catalog.current();
+    let owner = files::uploads::owner_of(&principal)?;
     let actor = Actor::new(principal);
     let (info2, ups) = (info.clone(), uploads.clone());
+    let consume = consumed.clone();
     let out = state
         .db
         .write(move |mut c| {
-            Box::pin(async move { create_in(&mut c, &catalog, &info2, &actor, &body, &ups).await })
+            Box::pin(async move {
+                files::uploads::consume_in(&mut c, &owner, &consume).await?;
+                create_in(&mut c, &catalog, &info2, &actor, &body, &ups).await
+            })
         })
         .await;
-    for id in &consumed {
-        files::uploads::discard(&state.files, id).await;
-    }
     match out {
-        Ok(rec) => Ok(super::records::with_etag(StatusCode::CREATED, rec)),
+        Ok(rec) => {
+            for id in &consumed {
+                files::uploads::discard(&state.files, id).await;
+            }
+            Ok(super::records::with_etag(StatusCode::CREATED, rec))
+        }
         Err(e) => {
             discard(state, &info, &record, &uploads).await;
             Err(e)
@@ -727,9 +739,22 @@ pub async fn update_with_upload_refs(
 ) -> Result<Response, Error> {
     check_writable(state, &principal, &info, &id).await?;
     let (uploads, consumed) = attach_uploads(state, &principal, &info, &id, &mut body).await?;
-    let out = update_with_uploads(state, principal, info, id, body, expected, uploads).await;
-    for up in &consumed {
-        files::uploads::discard(&state.files, up).await;
+    let owner = files::uploads::owner_of(&principal)?;
+    let out = update_with_uploads(
+        state,
+        principal,
+        info,
+        id,
+        body,
+        expected,
+        uploads,
+        Some((owner, consumed.clone())),
+    )
+    .await;
+    if out.is_ok() {
+        for up in &consumed {
+            files::uploads::discard(&state.files, up).await;
+        }
     }
     out
 }
