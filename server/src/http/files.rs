@@ -217,8 +217,13 @@ pub async fn multipart_update(
     check_writable(state, &principal, &info, &id).await?;
     let mut record = id.clone();
     let (body, uploads) = read_multipart(state, &info, &mut record, false, headers, body).await?;
-    update_with_uploads(state, principal, info, id, body, expected, uploads, None).await
+    update_with_uploads(state, principal, info, id, body, expected, (uploads, None)).await
 }
+
+/// Files stored for a write, by field: (field, stored names).
+type StoredFiles = Vec<(String, Vec<String>)>;
+/// Uploads a write consumes in its transaction: (owner, upload ids).
+type ConsumedUploads = (String, Vec<String>);
 
 async fn update_with_uploads(
     state: &AppState,
@@ -227,8 +232,7 @@ async fn update_with_uploads(
     id: String,
     body: Map<String, Value>,
     expected: Option<i64>,
-    uploads: Vec<(String, Vec<String>)>,
-    consume: Option<(String, Vec<String>)>,
+    (uploads, consume): (StoredFiles, Option<ConsumedUploads>),
 ) -> Result<Response, Error> {
     let catalog = state.catalog.current();
     let actor = Actor::new(principal);
@@ -350,8 +354,7 @@ pub async fn put_file(
         id,
         Map::new(),
         expected,
-        vec![(field, vec![stored])],
-        None,
+        (vec![(field, vec![stored])], None),
     )
     .await
 }
@@ -747,8 +750,7 @@ pub async fn update_with_upload_refs(
         id,
         body,
         expected,
-        uploads,
-        Some((owner, consumed.clone())),
+        (uploads, Some((owner, consumed.clone()))),
     )
     .await;
     if out.is_ok() {
