@@ -6,7 +6,7 @@ change log when the process dies), and after ACKED_BEFORE_KILL acknowledged crea
 gets SIGKILL mid-write. The server is
 started again on the same data dir and port, the subscriber resumes with Last-Event-ID, and
 every create that was answered 201 must arrive exactly once, in increasing seq, across the two
-streams. Python standard library only. Usage: fanout.py BIN DATA_DIR PORT PID TOKEN
+streams. Python standard library only. Usage: fanout.py BIN DATA_DIR PORT PID TOKEN [SERVE ARGS...]
 """
 import http.client
 import json
@@ -18,6 +18,7 @@ import threading
 import time
 
 BIN, DATA, PORT, PID, TOKEN = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+SERVE_ARGS = sys.argv[6:]
 ACKED_BEFORE_KILL = 200
 LIVE_EVENTS = 50
 
@@ -101,7 +102,7 @@ w.join(10)
 sub.join(10)
 print(f"ok: killed with {len(acked)} creates acknowledged, {len(before)} events received", flush=True)
 
-server = subprocess.Popen([BIN, "serve", "--http", f"127.0.0.1:{PORT}", "--data-dir", DATA],
+server = subprocess.Popen([BIN, "serve", "--http", f"127.0.0.1:{PORT}", "--data-dir", DATA, *SERVE_ARGS],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 try:
     for _ in range(100):
