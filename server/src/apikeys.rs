@@ -174,13 +174,23 @@ pub async fn revoke(db: &Db, origin: &Origin, by: &Principal, id: &str) -> Resul
 
 /// The key behind a bearer token, if live.
 pub async fn resolve(db: &Db, key: &str) -> Result<Principal, Error> {
-    let hash = tokens::hash_token(key);
+    resolve_by(db, "key_hash", tokens::hash_token(key)).await
+}
+
+/// The API key with `id`, as a caller, while it is neither revoked nor expired (for file
+/// tokens: revoking the key ends them at once).
+pub async fn resolve_id(db: &Db, id: &str) -> Result<Principal, Error> {
+    resolve_by(db, "id", id.to_owned()).await
+}
+
+/// `column` is one of two constants above, never input.
+async fn resolve_by(db: &Db, column: &'static str, value: String) -> Result<Principal, Error> {
     let row = db
         .read(move |mut c| {
             Box::pin(async move {
                 c.fetch_one(
-                    &format!("SELECT {COLS} FROM _fb_api_keys WHERE key_hash = $1"),
-                    &[Param::Text(hash)],
+                    &format!("SELECT {COLS} FROM _fb_api_keys WHERE {column} = $1"),
+                    &[Param::Text(value)],
                     &TYPES,
                 )
                 .await

@@ -296,6 +296,47 @@ async fn round_trips_and_rules(s: &TestServer) {
     s.post("/v1/files/token", None, json!({}))
         .await
         .problem(401, "unauthenticated");
+    // Admins and API keys get file tokens too (a dashboard's <img>), each with its own rights;
+    // a revoked key's token stops at once.
+    let admin = s.admin().await;
+    let t = s.post("/v1/files/token", Some(&admin), json!({})).await;
+    let at = t.expect(200)["token"].as_str().unwrap().to_owned();
+    let r = download(s, &format!("{path}?token={at}"), None, &[]).await;
+    assert_eq!(r.status().as_u16(), 200, "an admin reads every file");
+    s.get("/v1/admin/users", Some(&at))
+        .await
+        .problem(401, "unauthenticated");
+    let created = s
+        .post(
+            "/v1/admin/api-keys",
+            Some(&admin),
+            json!({"name": "cdn", "scopes": ["records:read"]}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let t = s.post("/v1/files/token", Some(&key), json!({})).await;
+    let kt = t.expect(200)["token"].as_str().unwrap().to_owned();
+    let with_key = download(s, &path, Some(&key), &[]).await.status().as_u16();
+    let r = download(s, &format!("{path}?token={kt}"), None, &[]).await;
+    assert_eq!(
+        r.status().as_u16(),
+        with_key,
+        "the key's token has the key's rights"
+    );
+    s.delete(
+        &format!("/v1/admin/api-keys/{}", created["id"].as_str().unwrap()),
+        Some(&admin),
+    )
+    .await
+    .expect(204);
+    let r = download(s, &format!("{path}?token={kt}"), None, &[]).await;
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "revoking the key ends its file tokens"
+    );
 
     // Raw PUT appends to a multiple field, replaces a single one.
     let (st, rec) = put_raw(

@@ -29,6 +29,11 @@ pub use keys::Keys;
 use sessions::Refreshed;
 
 /// What the flows need.
+/// Purpose of a file token that names an admin.
+pub const ADMIN_FILE: &str = "file:admin";
+/// Purpose of a file token that names an API key.
+pub const KEY_FILE: &str = "file:key";
+
 pub struct AuthCtx<'a> {
     pub db: &'a Db,
     pub keys: &'a Keys,
@@ -112,10 +117,28 @@ impl AuthCtx<'_> {
         self.keys.issue_typed(user, session, ttl, "file")
     }
 
-    /// The caller a file token names, if its session is still live.
+    /// A file token for an admin or an API key (`typ` [`ADMIN_FILE`] or [`KEY_FILE`]): it names
+    /// the caller, which is looked up again on every download.
+    pub fn caller_file_token(
+        &self,
+        id: &str,
+        typ: &str,
+        ttl: std::time::Duration,
+    ) -> Result<String, Error> {
+        self.keys.issue_typed(id, "", ttl, typ)
+    }
+
+    /// The caller a file token names: a user whose session is still live, an admin that still
+    /// exists, or an API key neither revoked nor expired.
     pub async fn file_principal(&self, token: &str) -> Result<Principal, Error> {
-        let claims = self.keys.verify_typed(self.db, token, "file").await?;
-        self.live_principal(claims).await
+        if let Ok(claims) = self.keys.verify_typed(self.db, token, "file").await {
+            return self.live_principal(claims).await;
+        }
+        if let Ok(claims) = self.keys.verify_typed(self.db, token, ADMIN_FILE).await {
+            return crate::admin::resolve_id(self.db, &claims.sub).await;
+        }
+        let claims = self.keys.verify_typed(self.db, token, KEY_FILE).await?;
+        crate::apikeys::resolve_id(self.db, &claims.sub).await
     }
 
     async fn live_principal(&self, claims: keys::Claims) -> Result<Principal, Error> {

@@ -582,22 +582,26 @@ pub async fn file_token(
     State(state): State<AppState>,
     Auth(principal): Auth,
 ) -> Result<Response, Error> {
-    match principal {
-        Principal::User { id, session, .. } => {
-            let token = state.auth().file_token(&id, &session, FILE_TOKEN_TTL)?;
-            Ok(axum::Json(json!(FileToken {
-                token,
-                expires_in: FILE_TOKEN_TTL.as_secs()
-            }))
-            .into_response())
+    let auth = state.auth();
+    let token = match principal {
+        Principal::User { id, session, .. } => auth.file_token(&id, &session, FILE_TOKEN_TTL)?,
+        Principal::Admin { id, .. } => {
+            auth.caller_file_token(&id, crate::auth::ADMIN_FILE, FILE_TOKEN_TTL)?
         }
-        Principal::Anonymous => Err(Error::unauthenticated(
-            "Sign in to get a file token; public files need none.",
-        )),
-        _ => Err(Error::bad_request(
-            "File tokens are for app users; admins and API keys send their token as a header.",
-        )),
-    }
+        Principal::ApiKey { id, .. } => {
+            auth.caller_file_token(&id, crate::auth::KEY_FILE, FILE_TOKEN_TTL)?
+        }
+        Principal::Anonymous => {
+            return Err(Error::unauthenticated(
+                "Sign in to get a file token; public files need none.",
+            ));
+        }
+    };
+    Ok(axum::Json(json!(FileToken {
+        token,
+        expires_in: FILE_TOKEN_TTL.as_secs()
+    }))
+    .into_response())
 }
 
 /// Whether a JSON body attaches finished uploads (`{"upload": "<id>"}` in a file field).
