@@ -188,6 +188,17 @@ impl Keys {
 
     /// Like [`Keys::verify`] for a token of purpose `typ`.
     pub async fn verify_typed(&self, db: &Db, token: &str, typ: &str) -> Result<Claims, Error> {
+        self.verify_purposes(db, token, &[typ]).await
+    }
+
+    /// Like [`Keys::verify_typed`] for a token of any of the purposes `typs`; the claims say
+    /// which one it is.
+    pub async fn verify_purposes(
+        &self,
+        db: &Db,
+        token: &str,
+        typs: &[&str],
+    ) -> Result<Claims, Error> {
         let invalid = || Error::unauthenticated("The access token is not valid.");
         if token.len() > 4096 {
             return Err(invalid());
@@ -222,7 +233,7 @@ impl Keys {
                     ),
                     _ => invalid(),
                 })?;
-        if data.claims.typ != typ {
+        if !typs.contains(&data.claims.typ.as_str()) {
             return Err(invalid());
         }
         Ok(data.claims)

@@ -28,12 +28,12 @@ use crate::{mail, passwords, tokens};
 pub use keys::Keys;
 use sessions::Refreshed;
 
-/// What the flows need.
 /// Purpose of a file token that names an admin.
 pub const ADMIN_FILE: &str = "file:admin";
 /// Purpose of a file token that names an API key.
 pub const KEY_FILE: &str = "file:key";
 
+/// What the flows need.
 pub struct AuthCtx<'a> {
     pub db: &'a Db,
     pub keys: &'a Keys,
@@ -131,14 +131,15 @@ impl AuthCtx<'_> {
     /// The caller a file token names: a user whose session is still live, an admin that still
     /// exists, or an API key neither revoked nor expired.
     pub async fn file_principal(&self, token: &str) -> Result<Principal, Error> {
-        if let Ok(claims) = self.keys.verify_typed(self.db, token, "file").await {
-            return self.live_principal(claims).await;
+        let claims = self
+            .keys
+            .verify_purposes(self.db, token, &["file", ADMIN_FILE, KEY_FILE])
+            .await?;
+        match claims.typ.as_str() {
+            ADMIN_FILE => crate::admin::resolve_id(self.db, &claims.sub).await,
+            KEY_FILE => crate::apikeys::resolve_id(self.db, &claims.sub).await,
+            _ => self.live_principal(claims).await,
         }
-        if let Ok(claims) = self.keys.verify_typed(self.db, token, ADMIN_FILE).await {
-            return crate::admin::resolve_id(self.db, &claims.sub).await;
-        }
-        let claims = self.keys.verify_typed(self.db, token, KEY_FILE).await?;
-        crate::apikeys::resolve_id(self.db, &claims.sub).await
     }
 
     async fn live_principal(&self, claims: keys::Claims) -> Result<Principal, Error> {
