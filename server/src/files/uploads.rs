@@ -271,21 +271,16 @@ where
     })
 }
 
-/// Ends an upload and removes its bytes.
+/// Ends an upload and removes its bytes: its row is taken away from the table by one
+/// `DELETE … RETURNING`, so of two concurrent terminations (or a termination racing an attach,
+/// see [`consume_in`]) only one wins.
 pub async fn terminate(db: &Db, files: &Files, owner: &str, id: &str) -> Result<(), Error> {
-    let claimed = claim(db, owner, id, false).await?;
-    remove_parts(files, &claimed.id).await
-}
-
-/// Takes the upload away from the table (one caller wins); `finished` requires it complete.
-async fn claim(db: &Db, owner: &str, id: &str, finished: bool) -> Result<Upload, Error> {
     let (owner, id) = (owner.to_owned(), id.to_owned());
     let row = db
         .write_one(move |mut c| {
             Box::pin(async move {
-                let extra = if finished { " AND upload_offset = length" } else { "" };
                 c.fetch_one(
-                    &format!("DELETE FROM _fb_uploads WHERE id = $1 AND owner = $2 AND expires_at > $3{extra} RETURNING {COLS}"),
+                    &format!("DELETE FROM _fb_uploads WHERE id = $1 AND owner = $2 AND expires_at > $3 RETURNING {COLS}"),
                     &[Param::Text(id), Param::Text(owner), Param::Time(Utc::now())],
                     &TYPES,
                 )
@@ -294,7 +289,8 @@ async fn claim(db: &Db, owner: &str, id: &str, finished: bool) -> Result<Upload,
             })
         })
         .await?;
-    row.map(from_row).ok_or_else(not_found)
+    let ended = row.map(from_row).ok_or_else(not_found)?;
+    remove_parts(files, &ended.id).await
 }
 
 async fn remove_parts(files: &Files, id: &str) -> Result<(), Error> {

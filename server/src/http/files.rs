@@ -617,17 +617,17 @@ pub fn has_upload_refs(info: &CollectionInfo, body: &Map<String, Value>) -> bool
 }
 
 /// Streams the uploads a JSON body names into the record's files: returns the body without
-/// them and the stored files by field (for `create_in`/`update_in`), and the consumed upload
-/// ids (their parts are removed once the write is done).
+/// them and the stored files by field (for `create_in`/`update_in`), and the uploads the write
+/// must consume in its transaction (their parts are removed once it committed).
 async fn attach_uploads(
     state: &AppState,
     principal: &Principal,
     info: &CollectionInfo,
     record: &str,
     body: &mut Map<String, Value>,
-) -> Result<(Vec<(String, Vec<String>)>, Vec<String>), Error> {
+) -> Result<(StoredFiles, ConsumedUploads), Error> {
     let owner = files::uploads::owner_of(principal)?;
-    let mut stored: Vec<(String, Vec<String>)> = Vec::new();
+    let mut stored: StoredFiles = Vec::new();
     let mut consumed = Vec::new();
     for field in files::file_fields(info) {
         let Some(value) = body.remove(field) else {
@@ -681,7 +681,7 @@ async fn attach_uploads(
         }
         stored.push((field.to_owned(), names));
     }
-    Ok((stored, consumed))
+    Ok((stored, (owner, consumed)))
 }
 
 /// `POST …/records` with a JSON body that attaches uploads.
@@ -708,10 +708,9 @@ pub async fn create_with_upload_refs(
     body.insert("id".into(), Value::String(record.clone()));
     let (uploads, consumed) = attach_uploads(state, &principal, &info, &record, &mut body).await?;
     let catalog = state.catalog.current();
-    let owner = files::uploads::owner_of(&principal)?;
     let actor = Actor::new(principal);
     let (info2, ups) = (info.clone(), uploads.clone());
-    let consume = consumed.clone();
+    let (owner, consume) = consumed.clone();
     let out = state
         .db
         .write(move |mut c| {
@@ -723,7 +722,7 @@ pub async fn create_with_upload_refs(
         .await;
     match out {
         Ok(rec) => {
-            for id in &consumed {
+            for id in &consumed.1 {
                 files::uploads::discard(&state.files, id).await;
             }
             Ok(super::records::with_etag(StatusCode::CREATED, rec))
@@ -746,7 +745,6 @@ pub async fn update_with_upload_refs(
 ) -> Result<Response, Error> {
     check_writable(state, &principal, &info, &id).await?;
     let (uploads, consumed) = attach_uploads(state, &principal, &info, &id, &mut body).await?;
-    let owner = files::uploads::owner_of(&principal)?;
     let out = update_with_uploads(
         state,
         principal,
@@ -754,11 +752,11 @@ pub async fn update_with_upload_refs(
         id,
         body,
         expected,
-        (uploads, Some((owner, consumed.clone()))),
+        (uploads, Some(consumed.clone())),
     )
     .await;
     if out.is_ok() {
-        for up in &consumed {
+        for up in &consumed.1 {
             files::uploads::discard(&state.files, up).await;
         }
     }
