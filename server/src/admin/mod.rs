@@ -255,13 +255,8 @@ pub async fn resolve_token(db: &Db, token: &str) -> Result<Principal, Error> {
         return Err(Error::unauthenticated("The token is not valid."));
     };
     let mut it = row.into_iter();
-    let (Some(id), Some(email), Some(role), Some(expires)) = (
-        it.next().and_then(Param::into_string),
-        it.next().and_then(Param::into_string),
-        it.next()
-            .and_then(|p| p.as_str().and_then(AdminRole::parse)),
-        it.next().and_then(|p| p.as_time()),
-    ) else {
+    let (Some(admin), Some(expires)) = (admin_of(&mut it), it.next().and_then(|p| p.as_time()))
+    else {
         return Err(Error::internal("malformed admin token row"));
     };
     if expires <= Utc::now() {
@@ -270,7 +265,16 @@ pub async fn resolve_token(db: &Db, token: &str) -> Result<Principal, Error> {
             "The admin token has expired.",
         ));
     }
-    Ok(Principal::Admin { id, email, role })
+    Ok(admin)
+}
+
+/// The caller made of a row's first three columns: id, email, role.
+fn admin_of(it: &mut impl Iterator<Item = Param>) -> Option<Principal> {
+    Some(Principal::Admin {
+        id: it.next()?.into_string()?,
+        email: it.next()?.into_string()?,
+        role: it.next()?.as_str().and_then(AdminRole::parse)?,
+    })
 }
 
 /// The admin with `id`, as a caller (for file tokens, which name the admin rather than one of
@@ -290,18 +294,8 @@ pub async fn resolve_id(db: &Db, id: &str) -> Result<Principal, Error> {
             })
         })
         .await?;
-    let mut it = row
-        .ok_or_else(|| Error::unauthenticated("The token is not valid."))?
-        .into_iter();
-    match (
-        it.next().and_then(Param::into_string),
-        it.next().and_then(Param::into_string),
-        it.next()
-            .and_then(|p| p.as_str().and_then(AdminRole::parse)),
-    ) {
-        (Some(id), Some(email), Some(role)) => Ok(Principal::Admin { id, email, role }),
-        _ => Err(Error::internal("malformed admin row")),
-    }
+    let row = row.ok_or_else(|| Error::unauthenticated("The token is not valid."))?;
+    admin_of(&mut row.into_iter()).ok_or_else(|| Error::internal("malformed admin row"))
 }
 
 pub async fn list_admins(db: &Db) -> Result<Vec<Admin>, Error> {
