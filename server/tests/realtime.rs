@@ -430,13 +430,8 @@ async fn raw_http11_streams(backend: Backend) {
     assert_eq!(parsed.len(), 2, "{parsed:?}");
     assert_eq!(rec(&parsed[1]), ("create", id.as_str()));
     // The one slot this address has is taken until the peer hangs up, then freed.
-    let (c, body) = SseClient::open(
-        &s.client,
-        &format!("{}/v1/realtime?collections=notes", s.base),
-        None,
-        None,
-    )
-    .await;
+    let url = format!("{}/v1/realtime?collections=notes", s.base);
+    let (c, body) = SseClient::open(&s.client, &url, None, None).await;
     assert_eq!(
         (c.status, body["code"].clone()),
         (429, json!("rate_limited"))
@@ -444,13 +439,7 @@ async fn raw_http11_streams(backend: Backend) {
     drop(conn);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (c, _) = SseClient::open(
-            &s.client,
-            &format!("{}/v1/realtime?collections=notes", s.base),
-            None,
-            None,
-        )
-        .await;
+        let (c, _) = SseClient::open(&s.client, &url, None, None).await;
         if c.status == 200 {
             break;
         }
