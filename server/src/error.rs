@@ -276,6 +276,14 @@ fn data_exception(e: &DbError) -> Option<Error> {
 
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
+        if matches!(e, DbError::Preempted) {
+            // The idempotency middleware answers for such a request; this is what anything
+            // else would see.
+            return Error::new(
+                Code::IdempotencyInProgress,
+                "A request with this Idempotency-Key is being processed; retry shortly.",
+            );
+        }
         if let Some(err) = data_exception(&e) {
             return err;
         }

@@ -115,7 +115,7 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
         limits,
-        idempotency: idempotency::Pending::default(),
+        idempotency: idempotency::Idempotency::spawn(db.clone()),
         db,
         catalog,
         settings: Arc::new(settings),
@@ -180,6 +180,7 @@ pub async fn serve(
     let db = state.db.clone();
     let jobs = state.jobs.clone();
     let hub = state.realtime.clone();
+    let idem_state = state.clone();
     let app = http::router(state);
     // Event streams are served by the listener itself; hyper gets every other connection.
     // The no-op tap is what lets axum hand the peer address to `ConnectInfo` for a listener
@@ -202,7 +203,9 @@ pub async fn serve(
     for task in background {
         task.abort();
     }
-    // Running jobs finish (or go back to the queue) while the database is still open.
+    // Answers already sent are stored, and running jobs finish (or go back to the queue),
+    // while the database is still open.
+    idem_state.idempotency.drain(Duration::from_secs(5)).await;
     jobs.shutdown().await;
     db.close().await;
     result.map_err(Into::into)

@@ -7,8 +7,8 @@ mod common;
 use chrono::Utc;
 use common::{Backend, Resp, TestServer, blog_schema, signup};
 use ferrobase_server::access::Principal;
-use ferrobase_server::db::{ColType, Param};
-use ferrobase_server::idempotency::{self, Claim, Key};
+use ferrobase_server::db::{ColType, DbError, FirstWriteState, Param};
+use ferrobase_server::idempotency::{self, Claim, Key, Ticket};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -20,6 +20,7 @@ on_both!(
     exempt_routes_and_reads_ignore_the_header,
     concurrent_retries_create_one_record,
     a_running_claim_is_409,
+    the_claim_commits_with_the_write_or_not_at_all,
     an_abandoned_claim_is_taken_over_after_its_lease,
     refusals_and_server_errors_are_not_stored,
     client_errors_and_conflicts_are_replayed,
@@ -513,62 +514,206 @@ async fn a_running_claim_is_409(s: &TestServer) {
     let key = new_key();
     let body = r#"{"title":"Busy"}"#;
     let (k, fp) = anon_post(&key, body);
-    let Claim::Won(ticket) =
-        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, Utc::now())
+    // A claim in the table: another replica's request whose write committed and runs on.
+    let ticket = Ticket::new(&k);
+    assert!(
+        idempotency::claim_alone(&s.state.db, &ticket, &fp, Utc::now())
             .await
             .unwrap()
-    else {
-        panic!("a fresh key is claimed");
-    };
+    );
     let headers = [("idempotency-key", key.as_str())];
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     r.problem(409, "idempotency_in_progress");
     assert_eq!(r.headers["retry-after"], "1");
     // A different body is refused as a reuse even while the first runs.
-    let r = send(
-        s,
-        Method::POST,
-        POSTS,
-        None,
-        Some(r#"{"title":"x"}"#),
-        &headers,
-    )
-    .await;
+    let other = r#"{"title":"x"}"#;
+    let r = send(s, Method::POST, POSTS, None, Some(other), &headers).await;
     r.problem(422, "idempotency_key_reused");
     assert_eq!(count(s, "posts").await, 0);
-    // An answer already sent but not yet stored is replayed from memory, not refused.
+    // Once the claim is given up, the retry runs.
+    idempotency::release(&s.state.db, &ticket).await.unwrap();
+    // A request running on this process answers from memory, before the table is read: 409
+    // while it runs, 422 for another body, and its answer once it has one (sent, not stored).
+    s.state.idempotency.begin(&k, &fp).unwrap();
+    send(s, Method::POST, POSTS, None, Some(body), &headers)
+        .await
+        .problem(409, "idempotency_in_progress");
+    send(s, Method::POST, POSTS, None, Some(other), &headers)
+        .await
+        .problem(422, "idempotency_key_reused");
     let sent = idempotency::Stored {
         status: 201,
         headers: vec![("content-type".into(), b"application/json".to_vec())],
         body: br#"{"sent":"not yet stored"}"#.to_vec(),
     };
-    s.state
-        .idempotency
-        .insert(&ticket, &fp, std::sync::Arc::new(sent));
+    s.state.idempotency.keep(&k, std::sync::Arc::new(sent));
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     assert!(replayed(&r));
     assert_eq!(r.expect(201), &json!({"sent": "not yet stored"}));
-    // ... but only for the same request.
-    send(
-        s,
-        Method::POST,
-        POSTS,
-        None,
-        Some(r#"{"title":"x"}"#),
-        &headers,
-    )
-    .await
-    .problem(422, "idempotency_key_reused");
-    s.state.idempotency.remove(&ticket);
-    send(s, Method::POST, POSTS, None, Some(body), &headers)
+    send(s, Method::POST, POSTS, None, Some(other), &headers)
         .await
-        .problem(409, "idempotency_in_progress");
-    // Once the claim is given up, the retry runs.
-    idempotency::release(&s.state.db, &ticket).await.unwrap();
+        .problem(422, "idempotency_key_reused");
+    s.state.idempotency.end(&k);
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     r.expect(201);
     assert!(!replayed(&r));
     assert_eq!(count(s, "posts").await, 1);
+    assert!(replayed(
+        &send(s, Method::POST, POSTS, None, Some(body), &headers).await
+    ));
+}
+
+/// The claim is the first statement of the request's first write: it commits with the write
+/// or not at all, and a key another request holds rolls the write back.
+async fn the_claim_commits_with_the_write_or_not_at_all(s: &TestServer) {
+    s.apply(blog_schema()).await;
+    let body = r#"{"title":"Atomic"}"#;
+    let insert = |db: ferrobase_server::db::Db, title: &'static str, fail: bool| async move {
+        db.write(move |mut c| {
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO c_posts (id, created_at, updated_at, title) VALUES ($1, $2, $2, $3)",
+                    &[
+                        Param::Text(uuid::Uuid::now_v7().to_string()),
+                        Param::Time(Utc::now()),
+                        Param::Text(title.into()),
+                    ],
+                )
+                .await?;
+                if fail {
+                    return Err(DbError::Aborted);
+                }
+                Ok(())
+            })
+        })
+        .await
+    };
+    // A write that fails takes its claim with it; the next write in the scope claims.
+    let (k, fp) = anon_post(&new_key(), body);
+    let ticket = Ticket::new(&k);
+    let claim = idempotency::claim_statement(&ticket, &fp, Utc::now());
+    let db = s.state.db.clone();
+    claim
+        .scope(async {
+            assert!(insert(db.clone(), "rolled back", true).await.is_err());
+            assert_eq!(claim.state(), FirstWriteState::NotYet);
+            assert_eq!(idem_rows(s).await, 0);
+            insert(db.clone(), "first", false).await.unwrap();
+            assert_eq!(claim.state(), FirstWriteState::Committed);
+            // Later writes in the scope run alone.
+            insert(db.clone(), "second", false).await.unwrap();
+        })
+        .await;
+    assert_eq!(idem_rows(s).await, 1);
+    assert_eq!(count(s, "posts").await, 2);
+    assert!(matches!(
+        idempotency::lookup(&s.state.db, &k, &fp, Utc::now())
+            .await
+            .unwrap(),
+        Claim::InFlight
+    ));
+    // Another request with the key: its write is refused and leaves nothing.
+    let rival = idempotency::claim_statement(&Ticket::new(&k), &fp, Utc::now());
+    let err = rival
+        .scope(insert(s.state.db.clone(), "rival", false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Preempted), "{err}");
+    assert_eq!(rival.state(), FirstWriteState::Refused);
+    assert_eq!(count(s, "posts").await, 2);
+    // `write_one` jobs claim the same way.
+    let (k2, fp2) = anon_post(&new_key(), body);
+    let one = idempotency::claim_statement(&Ticket::new(&k2), &fp2, Utc::now());
+    one.scope(s.state.db.write_one(|mut c| {
+        Box::pin(async move {
+            c.execute(
+                "INSERT INTO c_posts (id, created_at, updated_at, title) VALUES ($1, $2, $2, 'one')",
+                &[
+                    Param::Text(uuid::Uuid::now_v7().to_string()),
+                    Param::Time(Utc::now()),
+                ],
+            )
+            .await
+        })
+    }))
+    .await
+    .unwrap();
+    assert_eq!(one.state(), FirstWriteState::Committed);
+    assert_eq!(idem_rows(s).await, 2);
+    assert_eq!(count(s, "posts").await, 3);
+    // The stored answer fills the claim; a completion by a ticket that holds nothing stores
+    // nothing.
+    let kept = idempotency::Stored {
+        status: 201,
+        headers: vec![],
+        body: b"{}".to_vec(),
+    };
+    let stranger =
+        idempotency::Completion::new(&k, &Ticket::new(&k), &fp, Utc::now(), &kept).unwrap();
+    let mine = idempotency::Completion::new(&k, &ticket, &fp, Utc::now(), &kept).unwrap();
+    assert_eq!(
+        idempotency::store(&s.state.db, vec![stranger, mine])
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        idempotency::lookup(&s.state.db, &k, &fp, Utc::now())
+            .await
+            .unwrap(),
+        Claim::Replay(r) if r == kept
+    ));
+}
+
+/// Two replicas race for one key (PostgreSQL): the other's claim is in a transaction that has
+/// not committed when this request looks, so the request runs; its claim waits for that
+/// transaction and then matches no row, its write is rolled back, and it answers 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lost_at_commit_rolls_the_write_back() {
+    let Some(s) = TestServer::start(Backend::Postgres).await else {
+        return;
+    };
+    s.apply(blog_schema()).await;
+    let key = new_key();
+    let body = r#"{"title":"Raced"}"#;
+    let (k, fp) = anon_post(&key, body);
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let db = s.state.db.clone();
+        let claim = idempotency::claim_statement(&Ticket::new(&k), &fp, Utc::now());
+        tokio::spawn(async move {
+            claim
+                .scope(db.write(move |_c| {
+                    Box::pin(async move {
+                        let _ = held_tx.send(());
+                        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+                        Ok::<(), DbError>(())
+                    })
+                }))
+                .await
+                .unwrap();
+            claim.state()
+        })
+    };
+    held_rx.await.unwrap();
+    let r = send(
+        &s,
+        Method::POST,
+        POSTS,
+        None,
+        Some(body),
+        &[("idempotency-key", key.as_str())],
+    )
+    .await;
+    r.problem(409, "idempotency_in_progress");
+    assert_eq!(holder.await.unwrap(), FirstWriteState::Committed);
+    assert_eq!(
+        count(&s, "posts").await,
+        0,
+        "the loser's create was rolled back"
+    );
+    assert_eq!(idem_rows(&s).await, 1);
+    s.stop().await;
 }
 
 async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
@@ -578,12 +723,11 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
     let recent = Utc::now() - chrono::TimeDelta::seconds(30);
-    assert!(matches!(
-        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, recent)
+    assert!(
+        idempotency::claim_alone(&s.state.db, &Ticket::new(&k), &fp, recent)
             .await
-            .unwrap(),
-        Claim::Won(_)
-    ));
+            .unwrap()
+    );
     let headers = [("idempotency-key", key.as_str())];
     send(s, Method::POST, POSTS, None, Some(body), &headers)
         .await
@@ -592,26 +736,30 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
     let old = Utc::now() - chrono::TimeDelta::seconds(120);
-    let Claim::Won(dead) = idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, old)
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh key is claimed");
-    };
+    let dead = Ticket::new(&k);
+    assert!(
+        idempotency::claim_alone(&s.state.db, &dead, &fp, old)
+            .await
+            .unwrap()
+    );
     let headers = [("idempotency-key", key.as_str())];
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     let rec = r.expect(201).clone();
     assert!(!replayed(&r));
+    wait_stored(s).await;
     // The dead process's ticket no longer matches: it can neither store nor release.
     let stale = idempotency::Stored {
         status: 500,
         headers: vec![],
         body: b"stale".to_vec(),
     };
-    assert!(
-        !idempotency::complete(&s.state.db, &k, &dead, &stale)
+    let stale_done =
+        |t: &Ticket| idempotency::Completion::new(&k, t, &fp, Utc::now(), &stale).unwrap();
+    assert_eq!(
+        idempotency::store(&s.state.db, vec![stale_done(&dead)])
             .await
-            .unwrap()
+            .unwrap(),
+        0
     );
     idempotency::release(&s.state.db, &dead).await.unwrap();
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
@@ -621,23 +769,26 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     // answer nor give the claim up.
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
-    let Claim::Won(dead) = idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, old)
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh key is claimed");
-    };
-    let Claim::Won(live) =
-        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, Utc::now())
-            .await
-            .unwrap()
-    else {
-        panic!("an expired lease is taken over");
-    };
+    let dead = Ticket::new(&k);
+    let live = Ticket::new(&k);
     assert!(
-        !idempotency::complete(&s.state.db, &k, &dead, &stale)
+        idempotency::claim_alone(&s.state.db, &dead, &fp, old)
             .await
             .unwrap()
+    );
+    assert!(
+        idempotency::claim_alone(&s.state.db, &live, &fp, Utc::now())
+            .await
+            .unwrap(),
+        "an expired lease is taken over"
+    );
+    let stale_done =
+        |t: &Ticket| idempotency::Completion::new(&k, t, &fp, Utc::now(), &stale).unwrap();
+    assert_eq!(
+        idempotency::store(&s.state.db, vec![stale_done(&dead)])
+            .await
+            .unwrap(),
+        0
     );
     idempotency::release(&s.state.db, &dead).await.unwrap();
     assert!(
@@ -659,10 +810,10 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
         headers: vec![("content-type".into(), b"application/json".to_vec())],
         body: br#"{"kept":true}"#.to_vec(),
     };
-    assert!(
-        idempotency::complete(&s.state.db, &k, &live, &kept)
-            .await
-            .unwrap()
+    let done = idempotency::Completion::new(&k, &live, &fp, Utc::now(), &kept).unwrap();
+    assert_eq!(
+        idempotency::store(&s.state.db, vec![done]).await.unwrap(),
+        1
     );
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     assert!(replayed(&r));
@@ -670,7 +821,7 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     // An abandoned claim with another body is not taken over: that is a reuse.
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
-    idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, old)
+    idempotency::claim_alone(&s.state.db, &Ticket::new(&k), &fp, old)
         .await
         .unwrap();
     send(
@@ -684,6 +835,17 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     .await
     .problem(422, "idempotency_key_reused");
     assert_eq!(count(s, "posts").await, 1);
+}
+
+/// Waits until every answer sent is stored.
+async fn wait_stored(s: &TestServer) {
+    for _ in 0..200 {
+        if s.state.idempotency.is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("answers were never stored");
 }
 
 async fn refusals_and_server_errors_are_not_stored(s: &TestServer) {
@@ -947,6 +1109,7 @@ async fn pruning_removes_old_keys(s: &TestServer) {
     let key = new_key();
     let first = post_key(s, None, &key, json!({"title": "p"})).await;
     let id = first.expect(201)["id"].clone();
+    wait_stored(s).await;
     // Old rows, as if left from two days ago: more than one batch.
     let old = Utc::now() - chrono::TimeDelta::hours(48);
     let n_old = (idempotency::PRUNE_BATCH * 2 + 7) as usize;
@@ -988,22 +1151,21 @@ async fn pruning_removes_old_keys(s: &TestServer) {
     let body = r#"{"title":"expired"}"#;
     let (k, fp) = anon_post(&key, body);
     let day_ago = Utc::now() - chrono::TimeDelta::hours(25);
-    let Claim::Won(ticket) =
-        idempotency::claim(&s.state.db, &s.state.idempotency, &k, &fp, day_ago)
+    let ticket = Ticket::new(&k);
+    assert!(
+        idempotency::claim_alone(&s.state.db, &ticket, &fp, day_ago)
             .await
             .unwrap()
-    else {
-        panic!("a fresh key is claimed");
-    };
+    );
     let stale = idempotency::Stored {
         status: 201,
         headers: vec![],
         body: b"{}".to_vec(),
     };
-    assert!(
-        idempotency::complete(&s.state.db, &k, &ticket, &stale)
-            .await
-            .unwrap()
+    let done = idempotency::Completion::new(&k, &ticket, &fp, day_ago, &stale).unwrap();
+    assert_eq!(
+        idempotency::store(&s.state.db, vec![done]).await.unwrap(),
+        1
     );
     let r = send(
         s,

@@ -11,6 +11,7 @@
 //!   each write is its own transaction on the pool.
 //! - `migrate`: the system tables, applied at start.
 
+mod first_write;
 mod migrate;
 mod pg;
 mod sqlite;
@@ -27,6 +28,7 @@ use ferrobase_expr::{Dialect, SqlParam};
 use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
+pub use first_write::{FirstWrite, FirstWriteState};
 pub use sqlite::Synchronous;
 pub use writer::WriterHandle;
 
@@ -52,6 +54,10 @@ pub enum DbError {
     Aborted,
     #[error("a single-write job attempted a second write")]
     SecondWrite,
+    /// The scope's [`FirstWrite`] statement matched no row (another request holds its
+    /// idempotency key), so the write was rolled back.
+    #[error("another request with the same Idempotency-Key got there first")]
+    Preempted,
     #[error("a value read from the database has an unexpected type: {0}")]
     Decode(String),
     #[error("migration {version} failed: {message}")]
@@ -479,21 +485,29 @@ impl Db {
                 exclusive: opts.exclusive,
             };
             let mut conn = sqlite::open(&path, false, mode)?;
-            conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+            conn.execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}",
+                sqlite::WAL_SIZE_LIMIT
+            ))?;
             migrate::run(&mut Conn::Sqlite {
                 conn: &mut conn,
                 writes: &AtomicU32::new(0),
             })
             .await?;
             let stop = Arc::new(AtomicBool::new(false));
-            sqlite::spawn_checkpointer(sqlite::open(&path, false, mode)?, stop.clone())?;
+            let catch_up = Arc::new(AtomicBool::new(false));
+            sqlite::spawn_checkpointer(
+                sqlite::open(&path, false, mode)?,
+                stop.clone(),
+                catch_up.clone(),
+            )?;
             let readers = sqlite::Readers::spawn(&path, opts.readers(), mode)?;
             Inner::Sqlite {
                 readers,
                 local: sqlite::LocalReads::new(&path, mode),
                 // With `synchronous = full` a commit is an fsync: it stays on the writer
                 // thread, never on a runtime worker.
-                writer: writer::spawn(conn, opts.synchronous == Synchronous::Normal)?,
+                writer: writer::spawn(conn, opts.synchronous == Synchronous::Normal, catch_up)?,
                 stop,
             }
         } else {
@@ -549,8 +563,73 @@ impl Db {
     }
 
     /// Runs `f` inside a transaction and answers only after it committed: an acknowledged write
-    /// is durable. An `Err` from `f` rolls back everything `f` did and nothing else.
+    /// is durable. An `Err` from `f` rolls back everything `f` did and nothing else. Inside a
+    /// [`FirstWrite::scope`] the first committing write also runs that statement first.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        match first_write::pending() {
+            Some(first) => self.write_first(first, f).await,
+            None => self.transaction(f).await,
+        }
+    }
+
+    /// Like [`Db::write`] for a job that does at most one write statement (plus any reads).
+    /// On SQLite it skips the job's savepoint: a failed single statement leaves nothing
+    /// behind, so there is nothing to roll back; a second write is refused. On PostgreSQL it
+    /// runs without `BEGIN`/`COMMIT` (two round trips less): one statement is atomic on its
+    /// own (the change-log trigger runs inside it), and at READ COMMITTED the reads before it
+    /// see nothing a transaction would have kept stable. A pending [`FirstWrite`] makes it
+    /// two statements, so it then runs as [`Db::write`] does.
+    pub async fn write_one<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        if let Some(first) = first_write::pending() {
+            return self.write_first(first, f).await;
+        }
+        let out = match &self.inner.kind {
+            Inner::Sqlite { writer, .. } => writer.submit_with(f, true).await,
+            Inner::Postgres { pool } => pg_run(pool, f).await,
+        };
+        if out.is_ok() {
+            self.inner.commits.notify_waiters();
+        }
+        out
+    }
+
+    /// `f` in a transaction that starts with `first`'s statement; refused (and rolled back)
+    /// when that statement changes no row.
+    async fn write_first<T, E, F>(&self, first: Arc<FirstWrite>, f: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let statement = first.clone();
+        let out = self
+            .transaction(move |mut c| {
+                Box::pin(async move {
+                    if c.execute(statement.sql, &statement.params).await? == 0 {
+                        statement.refused();
+                        return Err(E::from(DbError::Preempted));
+                    }
+                    f(c).await
+                })
+            })
+            .await;
+        if out.is_ok() {
+            first.committed();
+        }
+        out
+    }
+
+    async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -567,28 +646,6 @@ impl Db {
                 lease.release();
                 out
             }
-        };
-        if out.is_ok() {
-            self.inner.commits.notify_waiters();
-        }
-        out
-    }
-
-    /// Like [`Db::write`] for a job that does at most one write statement (plus any reads).
-    /// On SQLite it skips the job's savepoint: a failed single statement leaves nothing
-    /// behind, so there is nothing to roll back; a second write is refused. On PostgreSQL it
-    /// runs without `BEGIN`/`COMMIT` (two round trips less): one statement is atomic on its
-    /// own (the change-log trigger runs inside it), and at READ COMMITTED the reads before it
-    /// see nothing a transaction would have kept stable.
-    pub async fn write_one<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: for<'c> FnOnce(Conn<'c>) -> BoxFut<'c, Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: From<DbError> + Send + 'static,
-    {
-        let out = match &self.inner.kind {
-            Inner::Sqlite { writer, .. } => writer.submit_with(f, true).await,
-            Inner::Postgres { pool } => pg_run(pool, f).await,
         };
         if out.is_ok() {
             self.inner.commits.notify_waiters();

@@ -536,20 +536,45 @@ impl LocalReads {
     }
 }
 
+/// WAL frames (pages) past which the writer is asked to finish a checkpoint itself: 16 MiB
+/// at the default 4 KiB page.
+pub(super) const WAL_CATCH_UP_FRAMES: i64 = 4096;
+/// What the WAL file is cut back to once it restarts, so a burst does not keep its disk.
+pub(super) const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Copies the WAL back into the database file every half second without blocking the writer
-/// (PASSIVE: it never waits for locks). SQLite restarts the WAL from its start once a
-/// checkpoint caught up, so the file stays bounded. Stops when `stop` is set.
-pub(super) fn spawn_checkpointer(conn: Connection, stop: Arc<AtomicBool>) -> Result<(), DbError> {
+/// (PASSIVE: it never waits for locks). SQLite restarts the WAL from its start when a write
+/// begins after a checkpoint caught up with every frame; under sustained writes this thread
+/// never quite does (the writer appends while it copies), and the WAL grew without bound (over
+/// a gigabyte in a minute of creates, every new frame a fresh page of the page cache to
+/// zero). So once the WAL holds more than [`WAL_CATCH_UP_FRAMES`] it sets `catch_up`, and
+/// the writer, between two transactions, runs the (by then short) rest of the checkpoint
+/// itself: nothing can append meanwhile, so it catches up and the next write restarts the
+/// WAL. Stops when `stop` is set.
+pub(super) fn spawn_checkpointer(
+    conn: Connection,
+    stop: Arc<AtomicBool>,
+    catch_up: Arc<AtomicBool>,
+) -> Result<(), DbError> {
     std::thread::Builder::new()
         .name("fb-sqlite-checkpoint".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(500));
-                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                    tracing::debug!(error = %e, "checkpoint skipped");
+                match checkpoint(&conn) {
+                    Ok(frames) if frames > WAL_CATCH_UP_FRAMES => {
+                        catch_up.store(true, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "checkpoint skipped"),
                 }
             }
         })
         .map(|_| ())
         .map_err(|e| DbError::Config(format!("cannot start the checkpointer: {e}")))
+}
+
+/// A PASSIVE checkpoint; the number of frames in the WAL.
+pub(super) fn checkpoint(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
 }

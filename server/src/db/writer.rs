@@ -15,7 +15,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use rusqlite::Connection;
 use tokio::runtime::Handle;
@@ -64,18 +64,41 @@ pub struct WriterHandle {
     conn: WriteConn,
     /// Whether a lone write may commit on the caller's thread (`synchronous = normal`).
     inline: bool,
+    /// Set by the checkpointer when the WAL outgrew it (see `sqlite::spawn_checkpointer`).
+    catch_up: Arc<AtomicBool>,
 }
 
-pub(super) fn spawn(conn: Connection, inline: bool) -> Result<WriterHandle, DbError> {
+pub(super) fn spawn(
+    conn: Connection,
+    inline: bool,
+    catch_up: Arc<AtomicBool>,
+) -> Result<WriterHandle, DbError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let runtime = Handle::current();
     let conn: WriteConn = Arc::new(tokio::sync::Mutex::new(Some(conn)));
     let shared = conn.clone();
+    let asked = catch_up.clone();
     std::thread::Builder::new()
         .name("fb-sqlite-writer".into())
-        .spawn(move || run(shared, rx, runtime))
+        .spawn(move || run(shared, rx, runtime, &asked))
         .map_err(|e| DbError::Config(format!("cannot start the writer thread: {e}")))?;
-    Ok(WriterHandle { tx, conn, inline })
+    Ok(WriterHandle {
+        tx,
+        conn,
+        inline,
+        catch_up,
+    })
+}
+
+/// Finishes a checkpoint when the checkpointer asked for it (see
+/// `sqlite::spawn_checkpointer`); called between transactions, so no write can append to the
+/// WAL meanwhile.
+fn catch_up_if_asked(conn: &Connection, asked: &AtomicBool) {
+    if asked.swap(false, Ordering::Relaxed)
+        && let Err(e) = super::sqlite::checkpoint(conn)
+    {
+        tracing::debug!(error = %e, "checkpoint catch-up skipped");
+    }
 }
 
 /// Rolls back what a job left open (it panicked, or its request was dropped mid-way).
@@ -98,7 +121,9 @@ impl WriterHandle {
             && let Ok(mut guard) = self.conn.try_lock()
         {
             let conn = guard.as_mut().ok_or_else(|| E::from(DbError::WriterGone))?;
-            return lone_write(conn, f, single).await;
+            let out = lone_write(conn, f, single).await;
+            catch_up_if_asked(conn, &self.catch_up);
+            return out;
         }
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
         let run: JobFn = Box::new(move |conn, writes| {
@@ -167,7 +192,7 @@ where
     }
 }
 
-fn run(conn: WriteConn, mut rx: mpsc::Receiver<Msg>, runtime: Handle) {
+fn run(conn: WriteConn, mut rx: mpsc::Receiver<Msg>, runtime: Handle, catch_up: &AtomicBool) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
     loop {
@@ -199,6 +224,7 @@ fn run(conn: WriteConn, mut rx: mpsc::Receiver<Msg>, runtime: Handle) {
                 reset(conn);
             }
         }
+        catch_up_if_asked(conn, catch_up);
         if let Some(s) = stop.take() {
             if let Some(conn) = guard.take()
                 && let Err((_, e)) = conn.close()

@@ -48,6 +48,8 @@ pub struct Files {
     pub default_max: u64,
     /// Thumbnail renders at once: each may hold up to ~256 MiB while decoding.
     renders: Arc<tokio::sync::Semaphore>,
+    /// The directory of the local backend (`None` on S3); see [`Files::remove_staged`].
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Files {
@@ -70,6 +72,7 @@ impl Files {
     /// Opens the configured backend (the local directory is created; an S3 bucket must exist).
     pub fn open(settings: &Settings) -> anyhow::Result<Files> {
         let s = &settings.storage;
+        let mut local = None;
         let store: Arc<dyn ObjectStore> = match s.backend.as_str() {
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::new()
@@ -92,7 +95,9 @@ impl Files {
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     anyhow::anyhow!("cannot create storage dir {}: {e}", dir.display())
                 })?;
-                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir)?)
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+                local = Some(dir);
+                Arc::new(store)
             }
         };
         Ok(Files {
@@ -100,6 +105,7 @@ impl Files {
             prefix: s.prefix.clone(),
             default_max: settings.max_file_size,
             renders: Arc::new(tokio::sync::Semaphore::new(2)),
+            local,
         })
     }
 
@@ -318,6 +324,37 @@ impl Files {
     }
 
     /// Deletes a stored file and its thumbnails (absent ones are fine).
+    /// Removes what an interrupted write left in the object directory `dir`: the local
+    /// backend writes an object to `<name>#<n>` and renames it once complete, so a process
+    /// killed mid-upload leaves that staging file, which no listing shows and no delete of the
+    /// object removes. Removes those of `name` (all when `None`) untouched for `idle`; whether
+    /// a younger one remains (a write still going on). On S3 an interrupted multipart upload
+    /// is the bucket's to expire (an `AbortIncompleteMultipartUpload` lifecycle rule, see
+    /// docs/scaling.md): nothing to do here.
+    pub async fn remove_staged(
+        &self,
+        dir: &Path,
+        name: Option<&str>,
+        idle: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let Some(root) = &self.local else {
+            return Ok(false);
+        };
+        let mut path = root.clone();
+        for part in dir.parts() {
+            path.push(part.as_ref());
+        }
+        let prefix = name.map(|n| format!("{n}#"));
+        tokio::task::spawn_blocking(move || remove_staged_in(&path, prefix.as_deref(), idle))
+            .await
+            .map_err(|e| Error::internal(format!("removing staged files: {e}")))?
+    }
+
+    /// The directory of a record's objects.
+    pub fn record_dir(&self, collection: &str, record: &str) -> Path {
+        Path::from(format!("{}{collection}/{record}", self.prefix))
+    }
+
     pub async fn delete(&self, collection: &str, record: &str, name: &str) -> Result<(), Error> {
         match self.store.delete(&self.key(collection, record, name)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -341,6 +378,50 @@ impl Files {
         }
         Ok(())
     }
+}
+
+/// See [`Files::remove_staged`]: staging files are the entries with a `#` (stored names and
+/// upload part names never hold one).
+fn remove_staged_in(
+    dir: &std::path::Path,
+    prefix: Option<&str>,
+    idle: std::time::Duration,
+) -> Result<bool, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::internal(format!("reading {}: {e}", dir.display()))),
+    };
+    let mut fresh = false;
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let staged = match prefix {
+            Some(p) => file.starts_with(p),
+            None => file.contains('#'),
+        };
+        if !staged {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age < idle {
+            fresh = true;
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(file = %entry.path().display(), "removed an interrupted upload")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::internal(format!("removing {file}: {e}"))),
+        }
+    }
+    Ok(fresh)
 }
 
 fn storage_error(e: object_store::Error) -> Error {
@@ -472,6 +553,22 @@ impl Collector {
                 .delete(&collection, &record, name)
                 .await
                 .map_err(|e| JobError::Retry(e.detail.clone()))?;
+        }
+        // An upload cut off by a crash left its staging file; one still being written (a
+        // long upload) means its object may yet appear: look again later.
+        let dir = self.files.record_dir(&collection, &record);
+        let mut writing = false;
+        for name in names.iter().filter(|n| names::is_stored_name(n)) {
+            writing |= self
+                .files
+                .remove_staged(&dir, Some(name), ORPHAN_GRACE)
+                .await
+                .map_err(|e| JobError::Retry(e.detail.clone()))?;
+        }
+        if writing {
+            return Err(JobError::Retry(
+                "an upload of a collected name is still being written".into(),
+            ));
         }
         Ok(())
     }

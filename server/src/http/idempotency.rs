@@ -4,12 +4,14 @@
 //!
 //! Called by the `authenticate` middleware (one layer, so requests pay no extra boxed future
 //! for it) once the caller is known; requests without the header, and reads, never reach it.
-//! A request that wins the claim runs its handler in a task of its own: when the client hangs
-//! up mid-request (the case a retry exists for) the handler still finishes and its answer is
+//! A request that runs runs its handler in a task of its own: when the client hangs up
+//! mid-request (the case a retry exists for) the handler still finishes and its answer is
 //! stored, so the retry gets a replay instead of waiting out a lease. The answer is sent as
-//! soon as the handler is done and stored right after (see `idempotency::Pending`). (Graceful shutdown waits
-//! for open connections, so for every handler whose client is still there; one whose client
-//! left may be cut short by the database closing, and its claim then expires with its lease.)
+//! soon as the handler is done and stored right after (see `idempotency::Idempotency`).
+//! (Graceful shutdown waits for open connections, so for every handler whose client is still
+//! there, and then for the answers queued to be stored; a handler whose client left may be
+//! cut short by the database closing, and its claim, if its write made one, then expires with
+//! its lease.)
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -24,9 +26,10 @@ use futures::FutureExt;
 
 use super::AppState;
 use super::middleware::REQUEST_ID;
-use crate::db::Db;
+use crate::db::{Db, FirstWrite, FirstWriteState};
 use crate::error::{Code, Error};
 use crate::idempotency::{self as idem, Claim, Key, RequestBody, Stored, Ticket};
+use std::sync::Arc;
 
 /// Whether a request asks for idempotency: a mutating method and the header (valid or not).
 pub fn wanted(req: &Request) -> bool {
@@ -72,17 +75,9 @@ pub async fn run(state: &AppState, scope: String, req: Request, next: Next) -> R
     match prepare(state, &scope, req).await {
         Ok(Prepared::Pass(req)) => next.run(req).await,
         Ok(Prepared::Answer(response)) => response,
-        Ok(Prepared::Run(claimed)) => {
-            let Claimed {
-                req,
-                key,
-                ticket,
-                fingerprint,
-            } = *claimed;
-            run_claimed(state.clone(), req, next, key, ticket, fingerprint)
-                .await
-                .unwrap_or_else(|e| e.into_response())
-        }
+        Ok(Prepared::Run(claimed)) => run_claimed(state.clone(), *claimed, next)
+            .await
+            .unwrap_or_else(|e| e.into_response()),
         Err(e) => e.into_response(),
     }
 }
@@ -92,14 +87,14 @@ enum Prepared {
     Pass(Request),
     /// Answered without running the handler: replay, in progress, reused.
     Answer(Response),
-    /// This request holds the claim (boxed: a key is large, and this is the rare variant).
+    /// Nobody holds the key: this request runs (boxed: a key is large, and this is the rare
+    /// variant).
     Run(Box<Claimed>),
 }
 
 struct Claimed {
     req: Request,
     key: Key,
-    ticket: Ticket,
     fingerprint: String,
 }
 
@@ -162,23 +157,28 @@ async fn prepare(state: &AppState, scope: &str, req: Request) -> Result<Prepared
             key.fingerprint(method, path_and_query, if_match, RequestBody::Bytes(&bytes));
         (Body::from(bytes), fingerprint)
     };
-    match idem::claim(
-        &state.db,
-        &state.idempotency,
-        &key,
-        &fingerprint,
-        Utc::now(),
-    )
-    .await?
-    {
-        Claim::Won(ticket) => Ok(Prepared::Run(Box::new(Claimed {
-            req: Request::from_parts(parts, body),
-            key,
-            ticket,
-            fingerprint,
-        }))),
-        Claim::Replay(stored) => Ok(Prepared::Answer(replay(stored))),
-        Claim::InFlight => {
+    // Another request with the key on this process answers at once. Anything the table
+    // holds is found by the claim riding with the handler's first write (a completed or
+    // running claim refuses it, and the write is rolled back) or, for a handler that wrote
+    // nothing, by a look-up once it is done: a look-up before every run would cost each
+    // request a read for what only retries need.
+    if let Err(found) = state.idempotency.begin(&key, &fingerprint) {
+        return answer(found).map(Prepared::Answer);
+    }
+    Ok(Prepared::Run(Box::new(Claimed {
+        req: Request::from_parts(parts, body),
+        key,
+        fingerprint,
+    })))
+}
+
+/// The answer to a request that does not run because of what `found` says.
+fn answer(found: Claim) -> Result<Response, Error> {
+    match found {
+        Claim::Replay(stored) => Ok(replay(stored)),
+        // Free here means the row vanished between losing the claim and reading it (its
+        // claim was just released): the holder is done, and the retry runs.
+        Claim::InFlight | Claim::Free => {
             let mut r = Error::new(
                 Code::IdempotencyInProgress,
                 "A request with this Idempotency-Key is still being processed; retry shortly.",
@@ -187,7 +187,7 @@ async fn prepare(state: &AppState, scope: &str, req: Request) -> Result<Prepared
             .into_response();
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            Ok(Prepared::Answer(r))
+            Ok(r)
         }
         Claim::Reused => Err(Error::new(
             Code::IdempotencyKeyReused,
@@ -210,44 +210,69 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     })
 }
 
-/// Runs the handler in its own task (see the module doc) and settles the claim. The answer
-/// comes back as soon as it is known; the task then stores it (see [`idem::Pending`]).
-async fn run_claimed(
-    state: AppState,
-    req: Request,
-    next: Next,
-    key: Key,
-    ticket: Ticket,
-    fingerprint: String,
-) -> Result<Response, Error> {
+/// Runs the handler in its own task (see the module doc), with the claim riding on its first
+/// write, and settles the claim. The answer comes back as soon as it is known; the task then
+/// stores it (see [`idem::Idempotency`]).
+async fn run_claimed(state: AppState, claimed: Claimed, next: Next) -> Result<Response, Error> {
+    let Claimed {
+        req,
+        key,
+        fingerprint,
+    } = claimed;
     let request_id = REQUEST_ID.try_with(Clone::clone).ok();
-    let (answer, answered) = tokio::sync::oneshot::channel::<Response>();
+    let (answer_tx, answered) = tokio::sync::oneshot::channel::<Response>();
     let task = async move {
-        let handler = AssertUnwindSafe(next.run(req)).catch_unwind();
-        let response = match renewing(&state.db, &ticket, handler).await {
+        let began = Utc::now();
+        let ticket = Ticket::new(&key);
+        let claim = idem::claim_statement(&ticket, &fingerprint, began);
+        let handler = AssertUnwindSafe(claim.scope(next.run(req))).catch_unwind();
+        let response = match renewing(&state.db, &ticket, &claim, handler).await {
             Ok(r) => r,
             Err(panic) => super::middleware::panic_response(panic),
         };
-        match settle(&state.db, &ticket, response).await {
+        let claimed = match claim.state() {
+            FirstWriteState::Committed => true,
+            FirstWriteState::NotYet => {
+                // Nothing written, so nothing claimed: what the table holds (a retry of a
+                // request that did write, or another replica's running one) is the answer.
+                match idem::lookup(&state.db, &key, &fingerprint, Utc::now()).await {
+                    Ok(Claim::Free) => false,
+                    found => {
+                        state.idempotency.end(&key);
+                        let _ = answer_tx.send(
+                            found
+                                .and_then(answer)
+                                .unwrap_or_else(IntoResponse::into_response),
+                        );
+                        return;
+                    }
+                }
+            }
+            FirstWriteState::Refused => {
+                // The key is held (an earlier request with it, or another replica's running
+                // one) and this request's write was rolled back: answer from the table.
+                state.idempotency.end(&key);
+                let found = idem::lookup(&state.db, &key, &fingerprint, Utc::now()).await;
+                let _ = answer_tx.send(
+                    found
+                        .and_then(answer)
+                        .unwrap_or_else(IntoResponse::into_response),
+                );
+                return;
+            }
+        };
+        match settle(&state.db, &ticket, claimed, response).await {
             Settled::Answer(response) => {
-                let _ = answer.send(response);
+                state.idempotency.end(&key);
+                let _ = answer_tx.send(response);
             }
             Settled::Store(response, stored) => {
-                let stored = std::sync::Arc::new(stored);
+                // Sent first: the client does not wait for the commit of its stored answer.
+                let _ = answer_tx.send(response);
                 state
                     .idempotency
-                    .insert(&ticket, &fingerprint, stored.clone());
-                // Sent first: the client does not wait for the commit of its stored answer.
-                let _ = answer.send(response);
-                match idem::complete(&state.db, &key, &ticket, &stored).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(
-                        "an idempotency claim was taken over before its answer was stored"
-                    ),
-                    // The claim then blocks retries until its lease ends.
-                    Err(e) => tracing::warn!(error = %e, "storing an idempotent response failed"),
-                }
-                state.idempotency.remove(&ticket);
+                    .answered(&key, &ticket, &fingerprint, began, Arc::new(stored))
+                    .await;
             }
         }
     };
@@ -261,14 +286,18 @@ async fn run_claimed(
         .map_err(|_| Error::internal("an idempotent request's task ended without an answer"))
 }
 
-/// Awaits `fut`, renewing the claim's lease every [`idem::RENEW_EVERY`] while it runs.
-async fn renewing<F: Future>(db: &Db, ticket: &Ticket, fut: F) -> F::Output {
+/// Awaits `fut`, renewing the claim's lease every [`idem::RENEW_EVERY`] once its write
+/// committed it.
+async fn renewing<F: Future>(db: &Db, ticket: &Ticket, claim: &FirstWrite, fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     loop {
         tokio::select! {
             biased;
             out = &mut fut => return out,
             () = tokio::time::sleep(idem::RENEW_EVERY) => {
+                if claim.state() != FirstWriteState::Committed {
+                    continue;
+                }
                 match idem::renew(db, ticket, Utc::now()).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!("an idempotency claim was taken over while its request ran"),
@@ -281,28 +310,32 @@ async fn renewing<F: Future>(db: &Db, ticket: &Ticket, fut: F) -> F::Output {
 
 /// What to do with a handler's answer.
 enum Settled {
-    /// Send it; the claim is already given up (not storable, too large, unreadable).
+    /// Send it; the claim (if its write made one) is already given up (not storable, too
+    /// large, unreadable).
     Answer(Response),
     /// Send it, then store it.
     Store(Response, Stored),
 }
 
 /// Gives the claim up when a retry should run the request again; otherwise buffers the answer
-/// and takes the part that is kept.
-async fn settle(db: &Db, ticket: &Ticket, response: Response) -> Settled {
-    let status = response.status();
-    if !idem::storable(status) {
-        if let Err(e) = idem::release(db, ticket).await {
+/// and takes the part that is kept. `claimed`: the handler's write committed the claim.
+async fn settle(db: &Db, ticket: &Ticket, claimed: bool, response: Response) -> Settled {
+    let release = || async {
+        if claimed && let Err(e) = idem::release(db, ticket).await {
             // The claim then blocks retries until its lease ends.
             tracing::warn!(error = %e, "releasing an idempotency claim failed");
         }
+    };
+    let status = response.status();
+    if !idem::storable(status) {
+        release().await;
         return Settled::Answer(response);
     }
     let (parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => {
-            let _ = idem::release(db, ticket).await;
+            release().await;
             return Settled::Answer(
                 Error::internal(format!("reading a response body: {e}")).into_response(),
             );
@@ -313,7 +346,7 @@ async fn settle(db: &Db, ticket: &Ticket, response: Response) -> Settled {
             bytes = bytes.len(),
             "an idempotent response is too large to keep; a retry runs the request again"
         );
-        let _ = idem::release(db, ticket).await;
+        release().await;
         return Settled::Answer(Response::from_parts(parts, Body::from(bytes)));
     }
     let stored = Stored {

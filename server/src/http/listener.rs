@@ -8,7 +8,7 @@
 //! here it holds neither buffer: the head is read into a short-lived buffer, the request goes
 //! through the same router (so authentication, CORS, limits and the request id are the same
 //! code as on every other route), and each event is written as one chunk from the bytes the
-//! router's body produced.
+//! router's body produced (events that are ready together go out in one write).
 //!
 //! Only a connection's first request can take this path; an event-stream request on a
 //! keep-alive connection that carried other requests first is served by hyper as before, and
@@ -27,6 +27,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Version};
 use bytes::{Buf, Bytes};
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +46,8 @@ const HEAD_WAIT: Duration = Duration::from_secs(10);
 /// How long one event may take to leave: a peer that reads nothing for this long is gone
 /// (or hopelessly behind) and its stream is closed; it resumes with `Last-Event-ID`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes of ready events gathered into one write.
+const COALESCE: usize = 16 * 1024;
 /// Connections accepted but not yet taken by hyper.
 const BACKLOG: usize = 1024;
 
@@ -278,11 +281,36 @@ async fn serve_stream(mut stream: TcpStream, head: &[u8], peer: SocketAddr, app:
                         return;
                     }
                 }
-                match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    // Gone, or reading nothing for a minute: it resumes with Last-Event-ID.
-                    Ok(Err(_)) | Err(_) => return,
+                // Events that are ready too (a batch of commits reaches a subscriber at once)
+                // go out in the same write: one system call and one packet, not one per event.
+                let mut ended = false;
+                while out.len() < COALESCE {
+                    match body.frame().now_or_never() {
+                        Some(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data()
+                                && !data.is_empty()
+                            {
+                                chunk(&mut out, &data);
+                            }
+                        }
+                        Some(None) => {
+                            out.extend_from_slice(b"0\r\n\r\n");
+                            ended = true;
+                            break;
+                        }
+                        Some(Some(Err(_))) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
                 }
+                match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
+                    Ok(Ok(())) if !ended => {}
+                    // Gone, or reading nothing for a minute: it resumes with Last-Event-ID.
+                    Ok(_) | Err(_) => return,
+                }
+                // Freed, not kept: an idle stream holds no buffer.
                 out = Vec::new();
             }
             read = reader.read(&mut probe) => {

@@ -62,8 +62,8 @@ pub struct Shared {
     pub realtime: Arc<crate::realtime::Hub>,
     /// File storage.
     pub files: crate::files::Files,
-    /// Idempotent answers sent but not yet stored (see `idempotency::Pending`).
-    pub idempotency: crate::idempotency::Pending,
+    /// Requests with an `Idempotency-Key` running here, and answers sent but not yet stored.
+    pub idempotency: crate::idempotency::Idempotency,
 }
 
 impl Shared {
