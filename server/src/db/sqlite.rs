@@ -536,21 +536,26 @@ impl LocalReads {
     }
 }
 
-/// WAL frames (pages) past which the writer is asked to finish a checkpoint itself: 16 MiB
+/// WAL frames (pages) past which the writer is asked to finish a checkpoint itself: 64 MiB
 /// at the default 4 KiB page.
-pub(super) const WAL_CATCH_UP_FRAMES: i64 = 4096;
+pub(super) const WAL_CATCH_UP_FRAMES: i64 = 16384;
 /// What the WAL file is cut back to once it restarts, so a burst does not keep its disk.
 pub(super) const WAL_SIZE_LIMIT: i64 = 64 << 20;
+/// A checkpoint pass this short leaves the writer little to copy.
+const SHORT_PASS: Duration = Duration::from_millis(5);
+/// Most passes in a row before the writer is asked anyway.
+const MAX_PASSES: usize = 16;
 
 /// Copies the WAL back into the database file every half second without blocking the writer
 /// (PASSIVE: it never waits for locks). SQLite restarts the WAL from its start when a write
 /// begins after a checkpoint caught up with every frame; under sustained writes this thread
 /// never quite does (the writer appends while it copies), and the WAL grew without bound (over
 /// a gigabyte in a minute of creates, every new frame a fresh page of the page cache to
-/// zero). So once the WAL holds more than [`WAL_CATCH_UP_FRAMES`] it sets `catch_up`, and
-/// the writer, between two transactions, runs the (by then short) rest of the checkpoint
-/// itself: nothing can append meanwhile, so it catches up and the next write restarts the
-/// WAL. Stops when `stop` is set.
+/// zero). So once the WAL holds more than [`WAL_CATCH_UP_FRAMES`] it copies pass after pass,
+/// each taking only what was appended during the one before, until a pass is short; then it
+/// sets `catch_up`, and the writer, between two transactions, copies the little that is left
+/// itself: nothing can append meanwhile, so it catches up and the next write restarts the WAL.
+/// The writer's pause is that one short pass. Stops when `stop` is set.
 pub(super) fn spawn_checkpointer(
     conn: Connection,
     stop: Arc<AtomicBool>,
@@ -561,12 +566,25 @@ pub(super) fn spawn_checkpointer(
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(500));
-                match checkpoint(&conn) {
-                    Ok(frames) if frames > WAL_CATCH_UP_FRAMES => {
-                        catch_up.store(true, Ordering::Relaxed);
+                let mut frames = 0;
+                for _ in 0..MAX_PASSES {
+                    let began = std::time::Instant::now();
+                    match checkpoint(&conn) {
+                        Ok(f) => {
+                            frames = f;
+                            if f <= WAL_CATCH_UP_FRAMES || began.elapsed() < SHORT_PASS {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "checkpoint skipped");
+                            frames = 0;
+                            break;
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "checkpoint skipped"),
+                }
+                if frames > WAL_CATCH_UP_FRAMES {
+                    catch_up.store(true, Ordering::Relaxed);
                 }
             }
         })
