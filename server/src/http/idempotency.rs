@@ -230,37 +230,32 @@ async fn run_claimed(state: AppState, claimed: Claimed, next: Next) -> Result<Re
             Ok(r) => r,
             Err(panic) => super::middleware::panic_response(panic),
         };
-        let claimed = match claim.state() {
-            FirstWriteState::Committed => true,
+        // Unless the write committed the claim, what the table holds is the answer: a write
+        // refused because the key is held (an earlier request with it, or another replica's
+        // running one) was rolled back; a handler that wrote nothing claimed nothing, and
+        // answers for itself only when the table holds nothing for the key either.
+        let claimed = claim.state() == FirstWriteState::Committed;
+        let from_table = match claim.state() {
+            FirstWriteState::Committed => None,
             FirstWriteState::NotYet => {
-                // Nothing written, so nothing claimed: what the table holds (a retry of a
-                // request that did write, or another replica's running one) is the answer.
                 match idem::lookup(&state.db, &key, &fingerprint, Utc::now()).await {
-                    Ok(Claim::Free) => false,
-                    found => {
-                        state.idempotency.end(&key);
-                        let _ = answer_tx.send(
-                            found
-                                .and_then(answer)
-                                .unwrap_or_else(IntoResponse::into_response),
-                        );
-                        return;
-                    }
+                    Ok(Claim::Free) => None,
+                    found => Some(found),
                 }
             }
             FirstWriteState::Refused => {
-                // The key is held (an earlier request with it, or another replica's running
-                // one) and this request's write was rolled back: answer from the table.
-                state.idempotency.end(&key);
-                let found = idem::lookup(&state.db, &key, &fingerprint, Utc::now()).await;
-                let _ = answer_tx.send(
-                    found
-                        .and_then(answer)
-                        .unwrap_or_else(IntoResponse::into_response),
-                );
-                return;
+                Some(idem::lookup(&state.db, &key, &fingerprint, Utc::now()).await)
             }
         };
+        if let Some(found) = from_table {
+            state.idempotency.end(&key);
+            let _ = answer_tx.send(
+                found
+                    .and_then(answer)
+                    .unwrap_or_else(IntoResponse::into_response),
+            );
+            return;
+        }
         match settle(&state.db, &ticket, claimed, response).await {
             Settled::Answer(response) => {
                 state.idempotency.end(&key);
