@@ -323,7 +323,6 @@ impl Files {
         Ok(out)
     }
 
-    /// Deletes a stored file and its thumbnails (absent ones are fine).
     /// Removes what an interrupted write left in the object directory `dir`: the local
     /// backend writes an object to `<name>#<n>` and renames it once complete, so a process
     /// killed mid-upload leaves that staging file, which no listing shows and no delete of the
@@ -355,6 +354,7 @@ impl Files {
         Path::from(format!("{}{collection}/{record}", self.prefix))
     }
 
+    /// Deletes a stored file and its thumbnails (absent ones are fine).
     pub async fn delete(&self, collection: &str, record: &str, name: &str) -> Result<(), Error> {
         match self.store.delete(&self.key(collection, record, name)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

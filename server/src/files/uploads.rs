@@ -294,11 +294,12 @@ pub async fn terminate(db: &Db, files: &Files, owner: &str, id: &str) -> Result<
 }
 
 async fn remove_parts(files: &Files, id: &str) -> Result<(), Error> {
+    let dir = part_dir(files, id);
     // A part cut off by a crash left a staging file that no listing shows.
     files
-        .remove_staged(&part_dir(files, id), None, std::time::Duration::ZERO)
+        .remove_staged(&dir, None, std::time::Duration::ZERO)
         .await?;
-    let mut list = files.store.list(Some(&part_dir(files, id)));
+    let mut list = files.store.list(Some(&dir));
     while let Some(meta) = list.next().await {
         let meta = meta.map_err(storage_error)?;
         match files.store.delete(&meta.location).await {
