@@ -263,51 +263,24 @@ async fn serve_stream(mut stream: TcpStream, head: &[u8], peer: SocketAddr, app:
     loop {
         tokio::select! {
             frame = body.frame() => {
-                match frame {
-                    Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else { continue };
-                        if data.is_empty() {
-                            continue;
-                        }
-                        chunk(&mut out, &data);
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "an event stream's body failed");
-                        return;
-                    }
-                    None => {
-                        out.extend_from_slice(b"0\r\n\r\n");
-                        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await;
-                        return;
-                    }
+                let mut step = add_frame(frame, &mut out);
+                match step {
+                    Step::Skipped => continue,
+                    Step::Failed => return,
+                    Step::Added | Step::Ended => {}
                 }
                 // Events that are ready too (a batch of commits reaches a subscriber at once)
                 // go out in the same write: one system call and one packet, not one per event.
-                let mut ended = false;
-                while out.len() < COALESCE {
+                while matches!(step, Step::Added | Step::Skipped) && out.len() < COALESCE {
                     match body.frame().now_or_never() {
-                        Some(Some(Ok(frame))) => {
-                            if let Ok(data) = frame.into_data()
-                                && !data.is_empty()
-                            {
-                                chunk(&mut out, &data);
-                            }
-                        }
-                        Some(None) => {
-                            out.extend_from_slice(b"0\r\n\r\n");
-                            ended = true;
-                            break;
-                        }
-                        Some(Some(Err(_))) => {
-                            ended = true;
-                            break;
-                        }
+                        Some(frame) => step = add_frame(frame, &mut out),
                         None => break,
                     }
                 }
                 match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
-                    Ok(Ok(())) if !ended => {}
-                    // Gone, or reading nothing for a minute: it resumes with Last-Event-ID.
+                    Ok(Ok(())) if matches!(step, Step::Added | Step::Skipped) => {}
+                    // Ended, failed, gone, or reading nothing for a minute: it resumes with
+                    // Last-Event-ID.
                     Ok(_) | Err(_) => return,
                 }
                 // Freed, not kept: an idle stream holds no buffer.
@@ -322,6 +295,43 @@ async fn serve_stream(mut stream: TcpStream, head: &[u8], peer: SocketAddr, app:
                     Ok(_) => {}
                 }
             }
+        }
+    }
+}
+
+/// What one frame of a stream's body did to the bytes to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Its data was added as a chunk.
+    Added,
+    /// Nothing to send (an empty or non-data frame).
+    Skipped,
+    /// The body ended: the last chunk was added.
+    Ended,
+    /// The body failed: nothing more is sent after what is gathered.
+    Failed,
+}
+
+/// Adds one polled frame of a stream's body to `out`.
+fn add_frame<E: std::fmt::Display>(
+    frame: Option<Result<http_body::Frame<Bytes>, E>>,
+    out: &mut Vec<u8>,
+) -> Step {
+    match frame {
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) if !data.is_empty() => {
+                chunk(out, &data);
+                Step::Added
+            }
+            _ => Step::Skipped,
+        },
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "an event stream's body failed");
+            Step::Failed
+        }
+        None => {
+            out.extend_from_slice(b"0\r\n\r\n");
+            Step::Ended
         }
     }
 }
