@@ -753,14 +753,7 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
         headers: vec![],
         body: b"stale".to_vec(),
     };
-    let stale_done =
-        |t: &Ticket| idempotency::Completion::new(&k, t, &fp, Utc::now(), &stale).unwrap();
-    assert_eq!(
-        idempotency::store(&s.state.db, vec![stale_done(&dead)])
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(store_answer(s, &k, &dead, &fp, Utc::now(), &stale).await, 0);
     idempotency::release(&s.state.db, &dead).await.unwrap();
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     assert!(replayed(&r));
@@ -782,14 +775,7 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
             .unwrap(),
         "an expired lease is taken over"
     );
-    let stale_done =
-        |t: &Ticket| idempotency::Completion::new(&k, t, &fp, Utc::now(), &stale).unwrap();
-    assert_eq!(
-        idempotency::store(&s.state.db, vec![stale_done(&dead)])
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(store_answer(s, &k, &dead, &fp, Utc::now(), &stale).await, 0);
     idempotency::release(&s.state.db, &dead).await.unwrap();
     assert!(
         !idempotency::renew(&s.state.db, &dead, Utc::now())
@@ -810,11 +796,7 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
         headers: vec![("content-type".into(), b"application/json".to_vec())],
         body: br#"{"kept":true}"#.to_vec(),
     };
-    let done = idempotency::Completion::new(&k, &live, &fp, Utc::now(), &kept).unwrap();
-    assert_eq!(
-        idempotency::store(&s.state.db, vec![done]).await.unwrap(),
-        1
-    );
+    assert_eq!(store_answer(s, &k, &live, &fp, Utc::now(), &kept).await, 1);
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     assert!(replayed(&r));
     assert_eq!(r.expect(201), &json!({"kept": true}));
@@ -835,6 +817,20 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     .await
     .problem(422, "idempotency_key_reused");
     assert_eq!(count(s, "posts").await, 1);
+}
+
+/// Stores `answer` for the request holding `ticket` (key `k`, fingerprint `fp`, begun `at`),
+/// as the server's store task does; the number of rows that took it.
+async fn store_answer(
+    s: &TestServer,
+    k: &Key,
+    ticket: &Ticket,
+    fp: &str,
+    at: chrono::DateTime<Utc>,
+    answer: &idempotency::Stored,
+) -> u64 {
+    let done = idempotency::Completion::new(k, ticket, fp, at, answer).unwrap();
+    idempotency::store(&s.state.db, vec![done]).await.unwrap()
 }
 
 /// Waits until every answer sent is stored.
@@ -1162,11 +1158,7 @@ async fn pruning_removes_old_keys(s: &TestServer) {
         headers: vec![],
         body: b"{}".to_vec(),
     };
-    let done = idempotency::Completion::new(&k, &ticket, &fp, day_ago, &stale).unwrap();
-    assert_eq!(
-        idempotency::store(&s.state.db, vec![done]).await.unwrap(),
-        1
-    );
+    assert_eq!(store_answer(s, &k, &ticket, &fp, day_ago, &stale).await, 1);
     let r = send(
         s,
         Method::POST,
