@@ -17,15 +17,12 @@ import sys
 import threading
 import time
 
+from lib import fail, wait_ready
+
 BIN, DATA, PORT, PID, TOKEN = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 SERVE_ARGS = sys.argv[6:]
 ACKED_BEFORE_KILL = 200
 LIVE_EVENTS = 50
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
 
 
 def subscribe(last_id, events, stop, limit=None):
@@ -105,17 +102,7 @@ print(f"ok: killed with {len(acked)} creates acknowledged, {len(before)} events 
 server = subprocess.Popen([BIN, "serve", "--http", f"127.0.0.1:{PORT}", "--data-dir", DATA, *SERVE_ARGS],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 try:
-    for _ in range(100):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=1)
-            c.request("GET", "/v1/ready")
-            if c.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
-    else:
-        fail("server did not come back")
+    wait_ready(PORT, "server did not come back", tries=100)
     last = before[-1][0] if before else 0
     after, ready = [], threading.Event()
     stop2 = threading.Event()

@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+from lib import fail, wait_ready
+
 BIN, DATA, PORT, PID, TOKEN = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 SERVE_ARGS = sys.argv[6:]
 STORAGE = os.path.join(DATA, "storage")
@@ -31,11 +33,6 @@ ORPHAN_WAIT = 180
 PNG = b"\x89PNG\r\n\x1a\n"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TUS = {"Tus-Resumable": "1.0.0"}
-
-
-def fail(msg):
-    print(f"FAIL: {msg}", flush=True)
-    sys.exit(1)
 
 
 def png(size):
@@ -106,19 +103,6 @@ def slow_send(method, path, headers, head, total, tail=b"", started=None, pause=
         return
 
 
-def wait_ready():
-    for _ in range(200):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=2)
-            conn.request("GET", "/v1/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    fail("the restarted server never became ready")
-
-
 def stored_files():
     out = set()
     for root, _, files in os.walk(STORAGE):
@@ -187,7 +171,7 @@ print(f"killed with {len(staged)} staging file(s) in storage", flush=True)
 server = subprocess.Popen([BIN, "serve", "--http", f"127.0.0.1:{PORT}", "--data-dir", DATA, *SERVE_ARGS],
                           stdout=open(os.path.join(DATA, "..", "restart.log"), "wb"), stderr=subprocess.STDOUT)
 try:
-    wait_ready()
+    wait_ready(PORT, "the restarted server never became ready")
     for rec in records:
         _, data = request("GET", f"/v1/collections/albums/records/{rec['id']}", expect=200)
         now = json.loads(data)
