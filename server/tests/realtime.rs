@@ -385,7 +385,12 @@ async fn read_until(
 /// another request first (answered by the general HTTP server).
 async fn raw_http11_streams(backend: Backend) {
     use tokio::io::AsyncWriteExt;
-    let Some(s) = TestServer::start_with(backend, |c| c.realtime.max_per_ip = 1).await else {
+    let Some(s) = TestServer::start_with(backend, |c| {
+        c.realtime.max_per_ip = 1;
+        c.realtime.heartbeat = "1s".into();
+    })
+    .await
+    else {
         return;
     };
     s.apply(notes_schema("true")).await;
@@ -413,6 +418,8 @@ async fn raw_http11_streams(backend: Backend) {
     }
     let id = create(&s, &tok, &alice, "over the wire", false).await;
     read_until(&mut conn, &mut got, |t| t.contains(&id)).await;
+    // A heartbeat (an SSE comment, its own chunk) comes every interval.
+    read_until(&mut conn, &mut got, |t| t.contains("\r\n:\n\n\r\n")).await;
     // Every chunk is framed: a hex length line, exactly that many bytes, CRLF.
     let body = &got[head.len() + 4..];
     let mut rest = body;
@@ -485,6 +492,8 @@ async fn raw_http11_streams(backend: Backend) {
     assert!(head.contains("content-type: text/event-stream"), "{head}");
     let id = create(&s, &tok, &alice, "kept alive", false).await;
     read_until(&mut conn, &mut got, |t| t.contains(&id)).await;
+    let seen = got.len();
+    read_until(&mut conn, &mut got, |t| t[seen..].contains(":\n\n")).await;
     drop(conn);
     s.stop().await;
 }

@@ -372,8 +372,10 @@ fn response_head(parts: &axum::http::response::Parts) -> Vec<u8> {
 
 /// Appends `data` as one HTTP/1.1 chunk.
 fn chunk(out: &mut Vec<u8>, data: &Bytes) {
+    use std::io::Write as _;
     out.reserve(data.len() + 12);
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }

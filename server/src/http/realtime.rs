@@ -1,8 +1,8 @@
 //! `GET /v1/realtime`: Server-Sent Events of record changes (see `crate::realtime`).
 
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -143,12 +143,16 @@ pub async fn subscribe(
         }) as stream::Reauth
     });
     let sub = stream::open(hub.clone(), slot, rx, topics, principal, reauth, start).await?;
-    let mut resp = Sse::new(sub.into_stream())
-        .keep_alive(KeepAlive::new().interval(hub.settings.heartbeat))
-        .into_response();
+    // The stream yields finished SSE frames (shared between streams) and its own heartbeats.
+    let mut resp = Body::from_stream(sub.into_stream()).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies not to buffer the stream.
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
 }
 

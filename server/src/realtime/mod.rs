@@ -46,8 +46,11 @@ pub struct Event {
     pub old: Option<Value>,
     /// The record as the change left it, in API form; `None` for deletes and resets.
     pub record: Option<Arc<Map<String, Value>>>,
-    /// The `data:` of this event as sent to anyone who may see the record (serialized once).
-    pub payload: std::sync::OnceLock<String>,
+    /// This change's SSE frame as sent to everyone who may see the record, and the one sent
+    /// to those who saw it before and may not now (`delete`): each serialized once, on first
+    /// use, and shared by every stream that sends it (a clone is a reference count).
+    pub shown: std::sync::OnceLock<bytes::Bytes>,
+    pub hidden: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// A contiguous stretch of the log: every change with `from < seq <= to`.
@@ -284,7 +287,8 @@ pub fn to_events(catalog: &Catalog, rows: Vec<Change>) -> Vec<Event> {
                 op: r.op,
                 old: r.old,
                 record,
-                payload: std::sync::OnceLock::new(),
+                shown: std::sync::OnceLock::new(),
+                hidden: std::sync::OnceLock::new(),
             }
         })
         .collect()

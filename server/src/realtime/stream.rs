@@ -12,9 +12,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::sse::Event as SseEvent;
+use bytes::Bytes;
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -23,6 +23,34 @@ use crate::access::{Access, Op, Principal, access};
 use crate::changes::{self, ChangeOp};
 use crate::error::Error;
 use crate::records::Actor;
+
+/// An SSE comment, sent every heartbeat interval so that proxies and clients see a live
+/// connection (clients ignore it).
+const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+
+/// One SSE frame: `event:`, optional `id:` and `retry:` lines, and `data:` on one line (JSON
+/// as serialized here never holds a line break), ended by a blank line.
+pub fn frame(event: &str, id: Option<i64>, retry: Option<Duration>, data: &str) -> Bytes {
+    debug_assert!(!data.contains(['\n', '\r']), "SSE data must be one line");
+    let mut out = String::with_capacity(data.len() + event.len() + 40);
+    out.push_str("event: ");
+    out.push_str(event);
+    out.push('\n');
+    if let Some(id) = id {
+        out.push_str("id: ");
+        out.push_str(&id.to_string());
+        out.push('\n');
+    }
+    if let Some(retry) = retry {
+        out.push_str("retry: ");
+        out.push_str(&retry.as_millis().to_string());
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    out.push_str(data);
+    out.push_str("\n\n");
+    Bytes::from(out)
+}
 
 /// Re-resolves the subscriber's credentials: an `Err` (expired token, ended session, disabled
 /// user) ends the stream.
@@ -62,9 +90,16 @@ pub struct Subscriber {
     actor: Actor,
     reauth: Option<Reauth>,
     recheck_at: Instant,
+    /// When the next heartbeat is due (every interval, busy or not: one timer per stream
+    /// that moves once per interval, not once per event).
+    beat_at: Instant,
+    /// Wakes the stream at the earlier of `recheck_at` and `beat_at`; kept, not made anew
+    /// for every wait.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Catch up from the log before taking live batches.
     behind: bool,
-    out: VecDeque<SseEvent>,
+    /// Frames ready to send; most are shared with every other stream sending them.
+    out: VecDeque<Bytes>,
     closing: tokio::sync::watch::Receiver<bool>,
     _slot: Slot,
 }
@@ -99,25 +134,29 @@ pub async fn open(
     };
     // `ready` carries the cursor as its id, so a client that reconnects before any event
     // still resumes from here.
-    out.push_back(
-        SseEvent::default()
-            .event("ready")
-            .id(cursor.to_string())
-            // Reconnect after 2 s (the EventSource default varies by implementation).
-            .retry(Duration::from_secs(2))
-            .data(json!({ "subscriptions": labels }).to_string()),
-    );
+    out.push_back(frame(
+        "ready",
+        Some(cursor),
+        // Reconnect after 2 s (the EventSource default varies by implementation).
+        Some(Duration::from_secs(2)),
+        &json!({ "subscriptions": labels }).to_string(),
+    ));
     if let Some(reason) = reset {
-        out.push_back(
-            SseEvent::default()
-                .event("reset")
-                .data(json!({ "reason": reason }).to_string()),
-        );
+        out.push_back(frame(
+            "reset",
+            None,
+            None,
+            &json!({ "reason": reason }).to_string(),
+        ));
     }
     let mut collections: Vec<String> = topics.iter().map(|t| t.collection.clone()).collect();
     collections.sort();
     collections.dedup();
-    let recheck = hub.settings.auth_recheck;
+    let now = Instant::now();
+    let (recheck_at, beat_at) = (
+        now + hub.settings.auth_recheck,
+        now + hub.settings.heartbeat,
+    );
     let closing = hub.closing();
     Ok(Subscriber {
         closing,
@@ -128,7 +167,9 @@ pub async fn open(
         collections,
         actor: Actor::new(principal),
         reauth,
-        recheck_at: Instant::now() + recheck,
+        recheck_at,
+        beat_at,
+        timer: Box::pin(tokio::time::sleep_until(recheck_at.min(beat_at))),
         behind,
         out,
         _slot: slot,
@@ -136,14 +177,15 @@ pub async fn open(
 }
 
 impl Subscriber {
-    /// The SSE stream of this subscriber (ends when its credentials stop being valid).
-    pub fn into_stream(self) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> {
+    /// The SSE frames of this subscriber, heartbeats included (ends when its credentials stop
+    /// being valid).
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
         futures::stream::unfold(self, |mut sub| async move {
-            sub.next_event().await.map(|e| (Ok(e), sub))
+            sub.next_frame().await.map(|e| (Ok(e), sub))
         })
     }
 
-    async fn next_event(&mut self) -> Option<SseEvent> {
+    async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
             if *self.closing.borrow() {
                 return None;
@@ -151,8 +193,20 @@ impl Subscriber {
             if let Some(e) = self.out.pop_front() {
                 return Some(e);
             }
-            if Instant::now() >= self.recheck_at && !self.recheck().await {
+            let now = Instant::now();
+            if now >= self.beat_at {
+                self.beat_at = now + self.hub.settings.heartbeat;
+                self.out.push_back(HEARTBEAT);
+            }
+            if now >= self.recheck_at && !self.recheck().await {
                 return None;
+            }
+            if self.timer.deadline() != self.recheck_at.min(self.beat_at) {
+                let at = self.recheck_at.min(self.beat_at);
+                self.timer.as_mut().reset(at);
+            }
+            if !self.out.is_empty() {
+                continue;
             }
             if self.behind {
                 if let Err(e) = self.catch_up(None).await {
@@ -179,7 +233,7 @@ impl Subscriber {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                _ = tokio::time::sleep_until(self.recheck_at) => {}
+                _ = self.timer.as_mut() => {}
                 _ = self.closing.changed() => return None,
             }
         }
@@ -209,11 +263,12 @@ impl Subscriber {
             .read(|mut c| Box::pin(async move { changes::position(&mut c).await }))
             .await?;
         if self.cursor < pruned {
-            self.out.push_back(
-                SseEvent::default()
-                    .event("reset")
-                    .data(json!({ "reason": "gap_too_old" }).to_string()),
-            );
+            self.out.push_back(frame(
+                "reset",
+                None,
+                None,
+                &json!({ "reason": "gap_too_old" }).to_string(),
+            ));
             self.cursor = head;
             self.behind = false;
             return Ok(());
@@ -284,14 +339,15 @@ impl Subscriber {
             return;
         }
         if ev.op == ChangeOp::Reset {
-            self.out.push_back(
-                SseEvent::default()
-                    .event("reset")
-                    .id(ev.seq.to_string())
-                    .data(
-                        json!({"reason": "rules_changed", "collection": ev.collection}).to_string(),
-                    ),
-            );
+            let reset = ev.shown.get_or_init(|| {
+                frame(
+                    "reset",
+                    Some(ev.seq),
+                    None,
+                    &json!({"reason": "rules_changed", "collection": ev.collection}).to_string(),
+                )
+            });
+            self.out.push_back(reset.clone());
             return;
         }
         let Some(info) = self.hub.catalog().get(&ev.collection) else {
@@ -324,16 +380,12 @@ impl Subscriber {
             } else {
                 "update"
             };
-            let data = ev
-                .payload
-                .get_or_init(|| payload(&ev.collection, op, r, ev.seq))
-                .clone();
-            self.out.push_back(
-                SseEvent::default()
-                    .event("record")
-                    .id(ev.seq.to_string())
-                    .data(data),
-            );
+            let shown = ev.shown.get_or_init(|| {
+                let data =
+                    json!({"collection": ev.collection, "op": op, "record": r, "seq": ev.seq});
+                frame("record", Some(ev.seq), None, &data.to_string())
+            });
+            self.out.push_back(shown.clone());
             return;
         }
         let visible_before = match ev.op {
@@ -344,29 +396,16 @@ impl Subscriber {
             _ => false,
         };
         if visible_before {
-            self.out.push_back(
-                SseEvent::default()
-                    .event("record")
-                    .id(ev.seq.to_string())
-                    .data(
-                        json!({
-                            "collection": ev.collection,
-                            "op": "delete",
-                            "record": {"id": ev.id},
-                            "seq": ev.seq,
-                        })
-                        .to_string(),
-                    ),
-            );
+            let hidden = ev.hidden.get_or_init(|| {
+                let data = json!({
+                    "collection": ev.collection,
+                    "op": "delete",
+                    "record": {"id": ev.id},
+                    "seq": ev.seq,
+                });
+                frame("record", Some(ev.seq), None, &data.to_string())
+            });
+            self.out.push_back(hidden.clone());
         }
     }
-}
-
-fn payload(
-    collection: &str,
-    op: &str,
-    record: &serde_json::Map<String, Value>,
-    seq: i64,
-) -> String {
-    json!({"collection": collection, "op": op, "record": record, "seq": seq}).to_string()
 }
