@@ -115,7 +115,9 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
         limits,
-        idempotency: idempotency::Idempotency::spawn(db.clone()),
+        idempotency: idempotency::Idempotency::open(db.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load idempotency keys: {e}"))?,
         db,
         catalog,
         settings: Arc::new(settings),
@@ -132,11 +134,12 @@ pub async fn serve(
     // Once a minute: rate limiter state of keys back at full budget is dropped, the change
     // log loses what is older than retention, idempotency keys past theirs are pruned (both
     // in short batches), and expired uploads are removed.
-    let (limits, db, retention, files) = (
+    let (limits, db, retention, files, idem) = (
         state.limits.clone(),
         state.db.clone(),
         state.settings.realtime.retention,
         state.files.clone(),
+        state.idempotency.table().clone(),
     );
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -150,7 +153,7 @@ pub async fn serve(
                 tracing::warn!(error = %e, "expired upload removal failed");
             }
             let before = idempotency::retention_cutoff(chrono::Utc::now());
-            match idempotency::prune(&db, before).await {
+            match idem.prune(before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "pruned idempotency keys"),
                 Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),

@@ -31,7 +31,8 @@ on_both!(
 );
 on_both_backends!(
     rate_limited_answers_are_not_stored,
-    uploads_are_idempotent_without_being_buffered
+    uploads_are_idempotent_without_being_buffered,
+    keys_survive_a_restart
 );
 
 /// A client that hangs up mid-request does not cancel it: the answer is stored and the retry
@@ -517,7 +518,10 @@ async fn a_running_claim_is_409(s: &TestServer) {
     // A claim in the table: another replica's request whose write committed and runs on.
     let ticket = Ticket::new(&k);
     assert!(
-        idempotency::claim_alone(&s.state.db, &ticket, &fp, Utc::now())
+        s.state
+            .idempotency
+            .table()
+            .claim_alone(&ticket, &fp, Utc::now())
             .await
             .unwrap()
     );
@@ -531,7 +535,7 @@ async fn a_running_claim_is_409(s: &TestServer) {
     r.problem(422, "idempotency_key_reused");
     assert_eq!(count(s, "posts").await, 0);
     // Once the claim is given up, the retry runs.
-    idempotency::release(&s.state.db, &ticket).await.unwrap();
+    s.state.idempotency.table().release(&ticket).await.unwrap();
     // A request running on this process answers from memory, before the table is read: 409
     // while it runs, 422 for another body, and its answer once it has one (sent, not stored).
     s.state.idempotency.begin(&k, &fp).unwrap();
@@ -591,7 +595,11 @@ async fn the_claim_commits_with_the_write_or_not_at_all(s: &TestServer) {
     // A write that fails takes its claim with it; the next write in the scope claims.
     let (k, fp) = anon_post(&new_key(), body);
     let ticket = Ticket::new(&k);
-    let claim = idempotency::claim_statement(&ticket, &fp, Utc::now());
+    let claim = s
+        .state
+        .idempotency
+        .table()
+        .claim_statement(&ticket, &fp, Utc::now());
     let db = s.state.db.clone();
     claim
         .scope(async {
@@ -607,13 +615,20 @@ async fn the_claim_commits_with_the_write_or_not_at_all(s: &TestServer) {
     assert_eq!(idem_rows(s).await, 1);
     assert_eq!(count(s, "posts").await, 2);
     assert!(matches!(
-        idempotency::lookup(&s.state.db, &k, &fp, Utc::now())
+        s.state
+            .idempotency
+            .table()
+            .lookup(&k, &fp, Utc::now())
             .await
             .unwrap(),
         Claim::InFlight
     ));
     // Another request with the key: its write is refused and leaves nothing.
-    let rival = idempotency::claim_statement(&Ticket::new(&k), &fp, Utc::now());
+    let rival = s
+        .state
+        .idempotency
+        .table()
+        .claim_statement(&Ticket::new(&k), &fp, Utc::now());
     let err = rival
         .scope(insert(s.state.db.clone(), "rival", false))
         .await
@@ -623,7 +638,11 @@ async fn the_claim_commits_with_the_write_or_not_at_all(s: &TestServer) {
     assert_eq!(count(s, "posts").await, 2);
     // `write_one` jobs claim the same way.
     let (k2, fp2) = anon_post(&new_key(), body);
-    let one = idempotency::claim_statement(&Ticket::new(&k2), &fp2, Utc::now());
+    let one = s
+        .state
+        .idempotency
+        .table()
+        .claim_statement(&Ticket::new(&k2), &fp2, Utc::now());
     one.scope(s.state.db.write_one(|mut c| {
         Box::pin(async move {
             c.execute(
@@ -652,13 +671,16 @@ async fn the_claim_commits_with_the_write_or_not_at_all(s: &TestServer) {
         idempotency::Completion::new(&k, &Ticket::new(&k), &fp, Utc::now(), &kept).unwrap();
     let mine = idempotency::Completion::new(&k, &ticket, &fp, Utc::now(), &kept).unwrap();
     assert_eq!(
-        idempotency::store(&s.state.db, vec![stranger, mine])
+        s.state
+            .idempotency
+            .table()
+            .store(vec![stranger, mine])
             .await
             .unwrap(),
         1
     );
     assert!(matches!(
-        idempotency::lookup(&s.state.db, &k, &fp, Utc::now())
+        s.state.idempotency.table().lookup(&k, &fp, Utc::now())
             .await
             .unwrap(),
         Claim::Replay(r) if r == kept
@@ -680,7 +702,11 @@ async fn a_claim_lost_at_commit_rolls_the_write_back() {
     let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
     let holder = {
         let db = s.state.db.clone();
-        let claim = idempotency::claim_statement(&Ticket::new(&k), &fp, Utc::now());
+        let claim = s
+            .state
+            .idempotency
+            .table()
+            .claim_statement(&Ticket::new(&k), &fp, Utc::now());
         tokio::spawn(async move {
             claim
                 .scope(db.write(move |_c| {
@@ -724,7 +750,10 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     let (k, fp) = anon_post(&key, body);
     let recent = Utc::now() - chrono::TimeDelta::seconds(30);
     assert!(
-        idempotency::claim_alone(&s.state.db, &Ticket::new(&k), &fp, recent)
+        s.state
+            .idempotency
+            .table()
+            .claim_alone(&Ticket::new(&k), &fp, recent)
             .await
             .unwrap()
     );
@@ -738,7 +767,10 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     let old = Utc::now() - chrono::TimeDelta::seconds(120);
     let dead = Ticket::new(&k);
     assert!(
-        idempotency::claim_alone(&s.state.db, &dead, &fp, old)
+        s.state
+            .idempotency
+            .table()
+            .claim_alone(&dead, &fp, old)
             .await
             .unwrap()
     );
@@ -754,7 +786,7 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
         body: b"stale".to_vec(),
     };
     assert_eq!(store_answer(s, &k, &dead, &fp, Utc::now(), &stale).await, 0);
-    idempotency::release(&s.state.db, &dead).await.unwrap();
+    s.state.idempotency.table().release(&dead).await.unwrap();
     let r = send(s, Method::POST, POSTS, None, Some(body), &headers).await;
     assert!(replayed(&r));
     assert_eq!(r.expect(201), &rec);
@@ -765,25 +797,37 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     let dead = Ticket::new(&k);
     let live = Ticket::new(&k);
     assert!(
-        idempotency::claim_alone(&s.state.db, &dead, &fp, old)
+        s.state
+            .idempotency
+            .table()
+            .claim_alone(&dead, &fp, old)
             .await
             .unwrap()
     );
     assert!(
-        idempotency::claim_alone(&s.state.db, &live, &fp, Utc::now())
+        s.state
+            .idempotency
+            .table()
+            .claim_alone(&live, &fp, Utc::now())
             .await
             .unwrap(),
         "an expired lease is taken over"
     );
     assert_eq!(store_answer(s, &k, &dead, &fp, Utc::now(), &stale).await, 0);
-    idempotency::release(&s.state.db, &dead).await.unwrap();
+    s.state.idempotency.table().release(&dead).await.unwrap();
     assert!(
-        !idempotency::renew(&s.state.db, &dead, Utc::now())
+        !s.state
+            .idempotency
+            .table()
+            .renew(&dead, Utc::now())
             .await
             .unwrap()
     );
     assert!(
-        idempotency::renew(&s.state.db, &live, Utc::now())
+        s.state
+            .idempotency
+            .table()
+            .renew(&live, Utc::now())
             .await
             .unwrap()
     );
@@ -803,7 +847,10 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     // An abandoned claim with another body is not taken over: that is a reuse.
     let key = new_key();
     let (k, fp) = anon_post(&key, body);
-    idempotency::claim_alone(&s.state.db, &Ticket::new(&k), &fp, old)
+    s.state
+        .idempotency
+        .table()
+        .claim_alone(&Ticket::new(&k), &fp, old)
         .await
         .unwrap();
     send(
@@ -830,7 +877,7 @@ async fn store_answer(
     answer: &idempotency::Stored,
 ) -> u64 {
     let done = idempotency::Completion::new(k, ticket, fp, at, answer).unwrap();
-    idempotency::store(&s.state.db, vec![done]).await.unwrap()
+    s.state.idempotency.table().store(vec![done]).await.unwrap()
 }
 
 /// Waits until every answer sent is stored.
@@ -1128,14 +1175,17 @@ async fn pruning_removes_old_keys(s: &TestServer) {
         .unwrap();
     assert_eq!(idem_rows(s).await, n_old as i64 + 1);
     let cutoff = idempotency::retention_cutoff(Utc::now());
-    let deleted = idempotency::prune(&s.state.db, cutoff).await.unwrap();
+    let deleted = s.state.idempotency.table().prune(cutoff).await.unwrap();
     assert_eq!(deleted, n_old as u64, "every old row, in several batches");
     assert_eq!(idem_rows(s).await, 1, "the fresh key stays");
     let again = post_key(s, None, &key, json!({"title": "p"})).await;
     assert!(replayed(&again));
     assert_eq!(again.expect(201)["id"], id);
     // Pruned: the key is fresh again.
-    idempotency::prune(&s.state.db, Utc::now() + chrono::TimeDelta::seconds(1))
+    s.state
+        .idempotency
+        .table()
+        .prune(Utc::now() + chrono::TimeDelta::seconds(1))
         .await
         .unwrap();
     assert_eq!(idem_rows(s).await, 0);
@@ -1149,7 +1199,10 @@ async fn pruning_removes_old_keys(s: &TestServer) {
     let day_ago = Utc::now() - chrono::TimeDelta::hours(25);
     let ticket = Ticket::new(&k);
     assert!(
-        idempotency::claim_alone(&s.state.db, &ticket, &fp, day_ago)
+        s.state
+            .idempotency
+            .table()
+            .claim_alone(&ticket, &fp, day_ago)
             .await
             .unwrap()
     );
@@ -1371,6 +1424,75 @@ async fn uploads_are_idempotent_without_being_buffered(backend: Backend) {
             .await;
         r.expect(200);
         assert!(!replayed(&r));
+    }
+    s.stop().await;
+}
+
+/// Kept answers and running claims outlive the process: after a restart on the same data a
+/// retry is replayed, a claim still within its lease blocks its key, a new key runs, and
+/// pruning still finds every row (on SQLite the rows' ids are read back into memory at start,
+/// see `idempotency::table`).
+async fn keys_survive_a_restart(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    s.apply(blog_schema()).await;
+    let key = new_key();
+    let first = post_key(&s, None, &key, json!({"title": "Before"})).await;
+    let rec = first.expect(201).clone();
+    wait_stored(&s).await;
+    // A claim whose process died mid-request, its lease still running.
+    let held = new_key();
+    let (k, fp) = anon_post(&held, r#"{"title":"Held"}"#);
+    assert!(
+        s.state
+            .idempotency
+            .table()
+            .claim_alone(&Ticket::new(&k), &fp, Utc::now())
+            .await
+            .unwrap()
+    );
+    let s = s.restart().await;
+    if backend == Backend::Sqlite {
+        assert_eq!(
+            s.state.idempotency.table().known(),
+            2,
+            "both rows were read back"
+        );
+    }
+    let again = post_key(&s, None, &key, json!({"title": "Before"})).await;
+    assert!(replayed(&again));
+    assert_eq!(again.expect(201), &rec);
+    let r = send(
+        &s,
+        Method::POST,
+        POSTS,
+        None,
+        Some(r#"{"title":"Held"}"#),
+        &[("idempotency-key", held.as_str())],
+    )
+    .await;
+    r.problem(409, "idempotency_in_progress");
+    let fresh = post_key(&s, None, &new_key(), json!({"title": "After"})).await;
+    assert!(!replayed(&fresh));
+    fresh.expect(201);
+    assert_eq!(count(&s, "posts").await, 2, "one record per key");
+    wait_stored(&s).await;
+    let gone = s
+        .state
+        .idempotency
+        .table()
+        .prune(Utc::now() + chrono::TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(gone, 3);
+    assert_eq!(idem_rows(&s).await, 0);
+    if backend == Backend::Sqlite {
+        assert_eq!(
+            s.state.idempotency.table().known(),
+            0,
+            "pruned rows are forgotten"
+        );
     }
     s.stop().await;
 }

@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 
 use super::Param;
 
@@ -36,12 +36,26 @@ pub enum FirstWriteState {
     Refused,
 }
 
+/// Told the integer a [`FirstWrite::returning`] statement returned, once its write committed.
+pub type OnCommit = Box<dyn Fn(i64) + Send + Sync>;
+
 /// The statement and its outcome (see the module doc).
-#[derive(Debug)]
 pub struct FirstWrite {
     pub(super) sql: &'static str,
     pub(super) params: Vec<Param>,
+    /// Set for a statement that returns one integer (`RETURNING`) for the row it changed.
+    pub(super) on_commit: Option<OnCommit>,
+    returned: AtomicI64,
     state: AtomicU8,
+}
+
+impl std::fmt::Debug for FirstWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstWrite")
+            .field("sql", &self.sql)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
 }
 
 const NOT_YET: u8 = 0;
@@ -54,6 +68,25 @@ impl FirstWrite {
         Arc::new(FirstWrite {
             sql,
             params,
+            on_commit: None,
+            returned: AtomicI64::new(0),
+            state: AtomicU8::new(NOT_YET),
+        })
+    }
+
+    /// A statement that returns one integer column for the row it changed (`… RETURNING id`)
+    /// and none when the write must not go ahead; `on_commit` is told the integer as soon as
+    /// the write committed (before the write's caller hears of it).
+    pub fn returning(
+        sql: &'static str,
+        params: Vec<Param>,
+        on_commit: OnCommit,
+    ) -> Arc<FirstWrite> {
+        Arc::new(FirstWrite {
+            sql,
+            params,
+            on_commit: Some(on_commit),
+            returned: AtomicI64::new(0),
             state: AtomicU8::new(NOT_YET),
         })
     }
@@ -72,7 +105,14 @@ impl FirstWrite {
     }
 
     pub(super) fn committed(&self) {
+        if let Some(on_commit) = &self.on_commit {
+            on_commit(self.returned.load(Ordering::Acquire));
+        }
         self.state.store(COMMITTED, Ordering::Release);
+    }
+
+    pub(super) fn set_returned(&self, n: i64) {
+        self.returned.store(n, Ordering::Release);
     }
 
     pub(super) fn refused(&self) {

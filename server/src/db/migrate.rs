@@ -49,6 +49,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0006_uploads.sql"),
         postgres: include_str!("../../../migrations/postgres/0006_uploads.sql"),
     },
+    Migration {
+        version: 7,
+        name: "idempotency_seq",
+        sqlite: include_str!("../../../migrations/sqlite/0007_idempotency_seq.sql"),
+        postgres: include_str!("../../../migrations/postgres/0007_idempotency_seq.sql"),
+    },
 ];
 
 /// Any number: it only has to be the same for every replica.

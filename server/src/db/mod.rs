@@ -615,7 +615,19 @@ impl Db {
         let out = self
             .transaction(move |mut c| {
                 Box::pin(async move {
-                    if c.execute(statement.sql, &statement.params).await? == 0 {
+                    let changed = if statement.on_commit.is_some() {
+                        let rows = c
+                            .fetch(statement.sql, &statement.params, &[ColType::Int])
+                            .await?;
+                        let n = rows.first().and_then(|r| r.first()).and_then(Param::as_i64);
+                        if let Some(n) = n {
+                            statement.set_returned(n);
+                        }
+                        n.is_some()
+                    } else {
+                        c.execute(statement.sql, &statement.params).await? > 0
+                    };
+                    if !changed {
                         statement.refused();
                         return Err(E::from(DbError::Preempted));
                     }

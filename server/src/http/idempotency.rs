@@ -26,7 +26,7 @@ use futures::FutureExt;
 
 use super::AppState;
 use super::middleware::REQUEST_ID;
-use crate::db::{Db, FirstWrite, FirstWriteState};
+use crate::db::{FirstWrite, FirstWriteState};
 use crate::error::{Code, Error};
 use crate::idempotency::{self as idem, Claim, Key, RequestBody, Stored, Ticket};
 use std::sync::Arc;
@@ -224,9 +224,10 @@ async fn run_claimed(state: AppState, claimed: Claimed, next: Next) -> Result<Re
     let task = async move {
         let began = Utc::now();
         let ticket = Ticket::new(&key);
-        let claim = idem::claim_statement(&ticket, &fingerprint, began);
+        let table = state.idempotency.table();
+        let claim = table.claim_statement(&ticket, &fingerprint, began);
         let handler = AssertUnwindSafe(claim.scope(next.run(req))).catch_unwind();
-        let response = match renewing(&state.db, &ticket, &claim, handler).await {
+        let response = match renewing(table, &ticket, &claim, handler).await {
             Ok(r) => r,
             Err(panic) => super::middleware::panic_response(panic),
         };
@@ -238,13 +239,13 @@ async fn run_claimed(state: AppState, claimed: Claimed, next: Next) -> Result<Re
         let from_table = match claim.state() {
             FirstWriteState::Committed => None,
             FirstWriteState::NotYet => {
-                match idem::lookup(&state.db, &key, &fingerprint, Utc::now()).await {
+                match Box::pin(table.lookup(&key, &fingerprint, Utc::now())).await {
                     Ok(Claim::Free) => None,
                     found => Some(found),
                 }
             }
             FirstWriteState::Refused => {
-                Some(idem::lookup(&state.db, &key, &fingerprint, Utc::now()).await)
+                Some(Box::pin(table.lookup(&key, &fingerprint, Utc::now())).await)
             }
         };
         if let Some(found) = from_table {
@@ -256,7 +257,7 @@ async fn run_claimed(state: AppState, claimed: Claimed, next: Next) -> Result<Re
             );
             return;
         }
-        match settle(&state.db, &ticket, claimed, response).await {
+        match settle(table, &ticket, claimed, response).await {
             Settled::Answer(response) => {
                 state.idempotency.end(&key);
                 let _ = answer_tx.send(response);
@@ -283,7 +284,12 @@ async fn run_claimed(state: AppState, claimed: Claimed, next: Next) -> Result<Re
 
 /// Awaits `fut`, renewing the claim's lease every [`idem::RENEW_EVERY`] once its write
 /// committed it.
-async fn renewing<F: Future>(db: &Db, ticket: &Ticket, claim: &FirstWrite, fut: F) -> F::Output {
+async fn renewing<F: Future>(
+    table: &idem::Table,
+    ticket: &Ticket,
+    claim: &FirstWrite,
+    fut: F,
+) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     loop {
         tokio::select! {
@@ -293,7 +299,7 @@ async fn renewing<F: Future>(db: &Db, ticket: &Ticket, claim: &FirstWrite, fut: 
                 if claim.state() != FirstWriteState::Committed {
                     continue;
                 }
-                match idem::renew(db, ticket, Utc::now()).await {
+                match Box::pin(table.renew(ticket, Utc::now())).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!("an idempotency claim was taken over while its request ran"),
                     Err(e) => tracing::warn!(error = %e, "renewing an idempotency claim failed"),
@@ -314,9 +320,14 @@ enum Settled {
 
 /// Gives the claim up when a retry should run the request again; otherwise buffers the answer
 /// and takes the part that is kept. `claimed`: the handler's write committed the claim.
-async fn settle(db: &Db, ticket: &Ticket, claimed: bool, response: Response) -> Settled {
+async fn settle(
+    table: &idem::Table,
+    ticket: &Ticket,
+    claimed: bool,
+    response: Response,
+) -> Settled {
     let release = || async {
-        if claimed && let Err(e) = idem::release(db, ticket).await {
+        if claimed && let Err(e) = Box::pin(table.release(ticket)).await {
             // The claim then blocks retries until its lease ends.
             tracing::warn!(error = %e, "releasing an idempotency claim failed");
         }

@@ -19,24 +19,26 @@
 //!    answered and not yet stored, answers at once without running anything: a different
 //!    fingerprint is 422 `idempotency_key_reused`, an answer is replayed, a running request is
 //!    409 `idempotency_in_progress`.
-//! 4. **Run and claim.** Otherwise the handler runs, and the claim ([`claim_statement`]) rides
-//!    with its first write, as the first statement of that write's own transaction
-//!    ([`crate::db::FirstWrite`]): one `INSERT … ON CONFLICT DO UPDATE … WHERE` that only one
-//!    request can win, on both databases, so replicas sharing a PostgreSQL database agree on
-//!    who runs a request. The claim and the effect commit together or not at all, and a claim
+//! 4. **Run and claim.** Otherwise the handler runs, and the claim
+//!    ([`Table::claim_statement`]) rides with its first write, as the first statement of that
+//!    write's own transaction ([`crate::db::FirstWrite`]). On PostgreSQL it is one
+//!    `INSERT … ON CONFLICT DO UPDATE … WHERE` that only one request can win, so replicas
+//!    sharing the database agree on who runs a request; on SQLite (one process, which already
+//!    runs one request per key at a time) it appends a row, or takes an existing one over on
+//!    the same conditions (see [`table`] for why the table has no index on ids there). The claim and the effect commit together or not at all, and a claim
 //!    costs no commit of its own. The same statement takes over a claim whose lease ran out
 //!    (its process crashed after the write) and a row older than [`RETENTION`] (pruning has
 //!    not reached it). A claim that loses (an earlier request with the key, or another
 //!    replica's running one) has its write rolled back, and the request answers from the row
-//!    ([`lookup`]) as in step 3; so does a handler that wrote nothing, when the row holds
+//!    ([`Table::lookup`]) as in step 3; so does a handler that wrote nothing, when the row holds
 //!    something. (Looking the row up before every run would cost each request a read that
 //!    only retries need; a retry runs its handler, but nothing it writes commits.) While the
-//!    handler runs on after its write the lease is renewed ([`renew`]).
-//! 5. **Store.** [`release`] deletes the claim of an answer a retry should re-run
+//!    handler runs on after its write the lease is renewed ([`Table::renew`]).
+//! 5. **Store.** [`Table::release`] deletes the claim of an answer a retry should re-run
 //!    ([`storable`]); any other answer is sent at once and stored right after, in batches of
-//!    up to [`STORE_BATCH`] per statement ([`store`]), held in [`Idempotency`] until then. A
+//!    up to [`STORE_BATCH`] per commit ([`Table::store`]), held in [`Idempotency`] until then. A
 //!    request that wrote nothing (a validation error) claimed nothing: its answer makes the row.
-//! 6. **Prune** ([`prune`]): rows older than [`RETENTION`] are deleted once a minute in small
+//! 6. **Prune** ([`Table::prune`]): rows older than [`RETENTION`] are deleted once a minute in small
 //!    batches, so no writer waits long behind the delete.
 //!
 //! The known limit: a crash between the write's commit and the answer's leaves a claim; a
@@ -44,8 +46,6 @@
 //! client-chosen id then answer 409 `conflict` instead of creating a second record. (A crash
 //! before the write commits leaves nothing: the retry runs at once.)
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -56,7 +56,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::access::Principal;
-use crate::db::{ColType, Db, Param};
+
 use crate::error::Error;
 
 /// The request header.
@@ -175,6 +175,8 @@ const HASH_BYTES: usize = 16;
 pub struct Key {
     /// Hex row id (128 bits): the key itself is never stored.
     id: String,
+    /// The same 128 bits as a number (SQLite's in-memory map of rows is keyed by it).
+    num: u128,
     fingerprint: hmac::Key,
     seal: LessSafeKey,
 }
@@ -187,7 +189,11 @@ impl Key {
         ctx.update(b"\0");
         ctx.update(key.as_bytes());
         let secret = hmac::Key::new(hmac::HMAC_SHA256, ctx.finish().as_ref());
-        let id = hex(&hmac::sign(&secret, b"id").as_ref()[..HASH_BYTES]);
+        let id_tag = hmac::sign(&secret, b"id");
+        let id_bytes: [u8; HASH_BYTES] = id_tag.as_ref()[..HASH_BYTES]
+            .try_into()
+            .map_err(|_| Error::internal("an HMAC-SHA-256 tag is shorter than 16 bytes"))?;
+        let (id, num) = (hex(&id_bytes), u128::from_be_bytes(id_bytes));
         let fingerprint = hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&secret, b"fp").as_ref());
         let enc = hmac::sign(&secret, b"enc");
         // A 32-byte key is always valid for AES-256; the error cannot happen.
@@ -195,6 +201,7 @@ impl Key {
             .map_err(|_| Error::internal("AES-256 refused a 32-byte key"))?;
         Ok(Key {
             id,
+            num,
             fingerprint,
             seal: LessSafeKey::new(seal),
         })
@@ -449,459 +456,19 @@ impl Stored {
     }
 }
 
-/// The right to store a request's answer and, once its write committed the claim, to renew
-/// or give the claim up.
-#[derive(Clone, Debug)]
-pub struct Ticket {
-    id: String,
-    /// Random per request: a completion or release by a process whose claim was taken over
-    /// matches no row.
-    owner: i64,
-}
+mod registry;
+mod table;
 
-impl Ticket {
-    /// A ticket for one run of a request with `key`.
-    pub fn new(key: &Key) -> Ticket {
-        Ticket {
-            id: key.id.clone(),
-            owner: rand::random(),
-        }
-    }
-}
+pub use registry::Idempotency;
+pub use table::{Claim, Completion, Table, Ticket};
 
-/// What is known about a key before its request runs.
-#[derive(Debug)]
-pub enum Claim {
-    /// Nobody holds it (never used, past retention, or its holder died): run the request.
-    Free,
-    /// The first request's answer.
-    Replay(Stored),
-    /// The first request is still running.
-    InFlight,
-    /// The key was used for a different request.
-    Reused,
-}
+/// The hasher of the in-memory maps keyed by id: foldhash, seeded per process (SipHash, the
+/// standard one, was ~1 µs of every keyed write for two look-ups; ids are public functions of
+/// the client's key, so an unseeded hash would let a client grind colliding keys).
+pub type IdHash = foldhash::quality::RandomState;
 
-/// The requests with a key that run in this process, and the answers of those that are done
-/// but not stored yet, by row id; plus the queue that stores those answers.
-///
-/// Why in memory: a second request with the same key on this process must neither run nor
-/// wait for the database to say no, and an answer is sent to its client before it is stored
-/// (storing waits for the next batch of [`STORE_BATCH`]), so a retry in between is answered
-/// from here. On another PostgreSQL replica such a retry gets 409 for those milliseconds; the
-/// database (see [`claim_statement`]) is what keeps replicas from running a request twice.
-pub struct Idempotency {
-    running: Arc<Running>,
-    store: tokio::sync::mpsc::Sender<Completion>,
-}
-
-type Running = std::sync::Mutex<HashMap<String, RunningRequest>>;
-
-struct RunningRequest {
-    fingerprint: String,
-    answer: Option<Arc<Stored>>,
-}
-
-fn lock(running: &Running) -> std::sync::MutexGuard<'_, HashMap<String, RunningRequest>> {
-    // A panic while holding the lock cannot leave the map half-written: use it anyway.
-    running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Most answers one statement stores.
+/// Most answers one commit stores.
 pub const STORE_BATCH: usize = 64;
-/// How long the store task waits after an answer arrives for others to store with it.
-const STORE_LINGER: Duration = Duration::from_millis(2);
-/// Answers waiting to be stored before a request waits for room (after sending its answer).
-const STORE_QUEUE: usize = 4096;
-
-impl Idempotency {
-    /// The registry, and a task that stores answers in batches on `db` (it ends when the
-    /// registry is dropped, after storing what was queued).
-    pub fn spawn(db: Db) -> Idempotency {
-        let running: Arc<Running> = Arc::default();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Completion>(STORE_QUEUE);
-        let map = running.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(STORE_BATCH);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                // A moment for company: under load one statement then stores dozens of
-                // answers in one commit instead of one or two (nobody waits on it: the
-                // answers went out already, and retries here are answered from memory).
-                tokio::time::sleep(STORE_LINGER).await;
-                while batch.len() < STORE_BATCH {
-                    match rx.try_recv() {
-                        Ok(c) => batch.push(c),
-                        Err(_) => break,
-                    }
-                }
-                let ids: Vec<String> = batch.iter().map(|c| c.ticket.id.clone()).collect();
-                match store(&db, std::mem::take(&mut batch)).await {
-                    Ok(n) if n < ids.len() as u64 => tracing::warn!(
-                        lost = ids.len() as u64 - n,
-                        "idempotency claims were taken over before their answers were stored"
-                    ),
-                    Ok(_) => {}
-                    // Those claims then block retries until their leases end.
-                    Err(e) => tracing::warn!(error = %e, "storing idempotent responses failed"),
-                }
-                let mut running = lock(&map);
-                for id in ids {
-                    running.remove(&id);
-                }
-            }
-        });
-        Idempotency { running, store: tx }
-    }
-
-    /// Marks `key` as running here, or says why it may not run: another request with it runs
-    /// (or just answered) on this process.
-    pub fn begin(&self, key: &Key, fingerprint: &str) -> Result<(), Claim> {
-        let mut running = lock(&self.running);
-        if let Some(r) = running.get(&key.id) {
-            return Err(if r.fingerprint != fingerprint {
-                Claim::Reused
-            } else if let Some(answer) = &r.answer {
-                Claim::Replay(Stored::clone(answer))
-            } else {
-                Claim::InFlight
-            });
-        }
-        running.insert(
-            key.id.clone(),
-            RunningRequest {
-                fingerprint: fingerprint.to_owned(),
-                answer: None,
-            },
-        );
-        Ok(())
-    }
-
-    /// Forgets a request that [`begin`](Self::begin) marked, with no answer to store.
-    pub fn end(&self, key: &Key) {
-        lock(&self.running).remove(&key.id);
-    }
-
-    /// Keeps `stored` for retries on this process and queues it to be stored; forgotten
-    /// once stored. `at` is when the request began.
-    pub async fn answered(
-        &self,
-        key: &Key,
-        ticket: &Ticket,
-        fingerprint: &str,
-        at: DateTime<Utc>,
-        stored: Arc<Stored>,
-    ) {
-        let completion = match Completion::new(key, ticket, fingerprint, at, &stored) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "sealing an idempotent response failed");
-                self.end(key);
-                return;
-            }
-        };
-        self.keep(key, stored);
-        if self.store.send(completion).await.is_err() {
-            self.end(key);
-        }
-    }
-
-    /// Keeps `stored` as the answer of the request with `key` running here (marked by
-    /// [`begin`](Self::begin)), for retries until it is stored.
-    pub fn keep(&self, key: &Key, stored: Arc<Stored>) {
-        if let Some(r) = lock(&self.running).get_mut(&key.id) {
-            r.answer = Some(stored);
-        }
-    }
-
-    /// Keys running or waiting to be stored here (tests, metrics).
-    pub fn len(&self) -> usize {
-        lock(&self.running).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Waits (up to `limit`) until every queued answer is stored: at shutdown, before the
-    /// database closes.
-    pub async fn drain(&self, limit: Duration) {
-        let until = tokio::time::Instant::now() + limit;
-        while self.store.capacity() < STORE_QUEUE || !self.is_empty() {
-            if tokio::time::Instant::now() >= until {
-                tracing::warn!(
-                    waiting = self.len(),
-                    "idempotent answers still unstored at shutdown"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-/// An answer to store: the row the request's claim made (or a new one when its request wrote
-/// nothing).
-#[derive(Clone, Debug)]
-pub struct Completion {
-    ticket: Ticket,
-    fingerprint: String,
-    at: DateTime<Utc>,
-    status: u16,
-    sealed: String,
-}
-
-impl Completion {
-    /// The answer of the request holding `ticket`, sealed under `key`.
-    pub fn new(
-        key: &Key,
-        ticket: &Ticket,
-        fingerprint: &str,
-        at: DateTime<Utc>,
-        stored: &Stored,
-    ) -> Result<Completion, Error> {
-        Ok(Completion {
-            ticket: ticket.clone(),
-            fingerprint: fingerprint.to_owned(),
-            at,
-            status: stored.status,
-            sealed: key.seal(stored)?,
-        })
-    }
-}
-
-/// Takes the key: a new row, or one whose claim was abandoned (same request, lease over: its
-/// process died) or that is past [`RETENTION`] (pruning has not reached it).
-const CLAIM: &str = "INSERT INTO _fb_idempotency (id, fingerprint, owner, created_at, lease_until) \
-     VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, owner = excluded.owner, \
-     created_at = excluded.created_at, lease_until = excluded.lease_until, status = NULL, \
-     response = NULL \
-     WHERE (_fb_idempotency.status IS NULL AND _fb_idempotency.lease_until < $4 \
-     AND _fb_idempotency.fingerprint = excluded.fingerprint) \
-     OR _fb_idempotency.created_at < $6";
-
-/// The claim of a request holding `ticket`, made at `now`, as the statement that rides with
-/// its first write ([`crate::db::FirstWrite`]): the claim commits with the request's effect,
-/// or not at all. Of any number of requests racing for one key on any number of replicas,
-/// exactly one claims it (the row's primary key decides, in the database); the others' writes
-/// are rolled back.
-pub fn claim_statement(
-    ticket: &Ticket,
-    fingerprint: &str,
-    now: DateTime<Utc>,
-) -> Arc<crate::db::FirstWrite> {
-    crate::db::FirstWrite::new(CLAIM, claim_params(ticket, fingerprint, now))
-}
-
-fn claim_params(ticket: &Ticket, fingerprint: &str, now: DateTime<Utc>) -> Vec<Param> {
-    vec![
-        Param::Text(ticket.id.clone()),
-        Param::Text(fingerprint.to_owned()),
-        Param::Int(ticket.owner),
-        Param::Time(now),
-        Param::Time(now + delta(LEASE)),
-        Param::Time(retention_cutoff(now)),
-    ]
-}
-
-/// Claims `key` in a transaction of its own, with no effect beside it: `false` when it is
-/// held. What a request's first write does with [`claim_statement`]; for tests and tools
-/// that need a claim in a given state.
-pub async fn claim_alone(
-    db: &Db,
-    ticket: &Ticket,
-    fingerprint: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, Error> {
-    let params = claim_params(ticket, fingerprint, now);
-    let n = db
-        .write_one(move |mut c| Box::pin(async move { c.execute(CLAIM, &params).await }))
-        .await?;
-    Ok(n == 1)
-}
-
-/// What the table says about `key` for a request with `fingerprint`, at `now`.
-pub async fn lookup(
-    db: &Db,
-    key: &Key,
-    fingerprint: &str,
-    now: DateTime<Utc>,
-) -> Result<Claim, Error> {
-    let id = key.id.clone();
-    let row = db
-        .read_by_key(move |mut c| {
-            Box::pin(async move {
-                c.fetch_one(
-                    "SELECT fingerprint, status, response, created_at, lease_until \
-                     FROM _fb_idempotency WHERE id = $1",
-                    &[Param::Text(id)],
-                    &[
-                        ColType::Text,
-                        ColType::Int,
-                        ColType::Text,
-                        ColType::Time,
-                        ColType::Time,
-                    ],
-                )
-                .await
-            })
-        })
-        .await?;
-    let Some(row) = row else {
-        return Ok(Claim::Free);
-    };
-    let mut row = row.into_iter();
-    let stored_fp = row.next().and_then(Param::into_string).unwrap_or_default();
-    let status = row.next().and_then(|p| p.as_i64());
-    let response = row.next().and_then(Param::into_string);
-    let time = |p: Option<Param>| match p {
-        Some(Param::Time(t)) => Some(t),
-        _ => None,
-    };
-    let created_at = time(row.next());
-    let lease_until = time(row.next());
-    if created_at.is_some_and(|t| t < retention_cutoff(now)) {
-        return Ok(Claim::Free);
-    }
-    if stored_fp != fingerprint {
-        return Ok(Claim::Reused);
-    }
-    Ok(match (status, response) {
-        (Some(status), Some(sealed)) => {
-            let status = u16::try_from(status)
-                .map_err(|_| Error::internal("a stored idempotent status is out of range"))?;
-            Claim::Replay(key.open(status, &sealed)?)
-        }
-        _ if lease_until.is_some_and(|t| t < now) => Claim::Free,
-        _ => Claim::InFlight,
-    })
-}
-
-/// Extends a committed claim's lease; `false` when the claim is no longer this ticket's.
-pub async fn renew(db: &Db, ticket: &Ticket, now: DateTime<Utc>) -> Result<bool, Error> {
-    let params = vec![
-        Param::Text(ticket.id.clone()),
-        Param::Int(ticket.owner),
-        Param::Time(now + delta(LEASE)),
-    ];
-    let n = db
-        .write_one(move |mut c| {
-            Box::pin(async move {
-                c.execute(
-                    "UPDATE _fb_idempotency SET lease_until = $3 \
-                     WHERE id = $1 AND owner = $2 AND status IS NULL",
-                    &params,
-                )
-                .await
-            })
-        })
-        .await?;
-    Ok(n == 1)
-}
-
-/// Stores answers, [`STORE_BATCH`] per statement: each fills its ticket's claim, or makes a
-/// row when its request wrote nothing (and so claimed nothing), taking over what [`CLAIM`]
-/// may take over. The number stored; one whose claim another request took over meanwhile is
-/// not (its answer went to its own client only).
-pub async fn store(db: &Db, completions: Vec<Completion>) -> Result<u64, Error> {
-    let mut total = 0;
-    for chunk in completions.chunks(STORE_BATCH) {
-        let mut sql = String::from(
-            "INSERT INTO _fb_idempotency \
-             (id, fingerprint, owner, created_at, lease_until, status, response) VALUES ",
-        );
-        let mut params = Vec::with_capacity(chunk.len() * 6 + 1);
-        for (i, c) in chunk.iter().enumerate() {
-            let n = i * 6;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 4,
-                n + 5,
-                n + 6
-            ));
-            params.extend([
-                Param::Text(c.ticket.id.clone()),
-                Param::Text(c.fingerprint.clone()),
-                Param::Int(c.ticket.owner),
-                Param::Time(c.at),
-                Param::Int(i64::from(c.status)),
-                Param::Text(c.sealed.clone()),
-            ]);
-        }
-        let cutoff = chunk.len() * 6 + 1;
-        sql.push_str(&format!(
-            " ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             owner = excluded.owner, created_at = excluded.created_at, \
-             lease_until = excluded.lease_until, status = excluded.status, \
-             response = excluded.response \
-             WHERE (_fb_idempotency.owner = excluded.owner AND _fb_idempotency.status IS NULL) \
-             OR (_fb_idempotency.status IS NULL AND _fb_idempotency.lease_until < excluded.created_at \
-             AND _fb_idempotency.fingerprint = excluded.fingerprint) \
-             OR _fb_idempotency.created_at < ${cutoff}"
-        ));
-        // The oldest answer of the batch decides what counts as past retention.
-        let oldest = chunk.iter().map(|c| c.at).min().unwrap_or_else(Utc::now);
-        params.push(Param::Time(retention_cutoff(oldest)));
-        total += db
-            .write_one(move |mut c| Box::pin(async move { c.execute(&sql, &params).await }))
-            .await?;
-    }
-    Ok(total)
-}
-
-/// Gives a committed claim up (its answer is not [`storable`]), so a retry runs the request
-/// again.
-pub async fn release(db: &Db, ticket: &Ticket) -> Result<(), Error> {
-    let params = vec![Param::Text(ticket.id.clone()), Param::Int(ticket.owner)];
-    db.write_one(move |mut c| {
-        Box::pin(async move {
-            c.execute(
-                "DELETE FROM _fb_idempotency WHERE id = $1 AND owner = $2 AND status IS NULL",
-                &params,
-            )
-            .await
-        })
-    })
-    .await?;
-    Ok(())
-}
-
-/// Deletes rows created before `before`, [`PRUNE_BATCH`] per statement with a pause between
-/// statements (writers queued meanwhile go first); the number deleted. Stops after a bounded
-/// number of batches: the next run (a minute later) continues.
-pub async fn prune(db: &Db, before: DateTime<Utc>) -> Result<u64, Error> {
-    let mut total = 0;
-    for _ in 0..PRUNE_MAX_BATCHES {
-        let n = db
-            .write_one(move |mut c| {
-                Box::pin(async move {
-                    c.execute(
-                        "DELETE FROM _fb_idempotency WHERE id IN (SELECT id FROM _fb_idempotency \
-                         WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
-                        &[Param::Time(before), Param::Int(PRUNE_BATCH)],
-                    )
-                    .await
-                })
-            })
-            .await?;
-        total += n;
-        if n < PRUNE_BATCH as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(total)
-}
 
 /// Rows created before this are past [`RETENTION`] at `now`: pruned, and never replayed.
 pub fn retention_cutoff(now: DateTime<Utc>) -> DateTime<Utc> {

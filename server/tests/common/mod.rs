@@ -258,6 +258,28 @@ impl TestServer {
         Self::boot(config, self.backend, dir, None, self.admin.clone()).await
     }
 
+    /// Stops the server and starts a new one on the same data (directory and database), as a
+    /// restart of the process would.
+    pub async fn restart(mut self) -> TestServer {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dir = std::mem::replace(&mut self._dir, dir);
+        let mut config = ServerConfig::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.http.addr = "127.0.0.1:0".into();
+        if self.backend == Backend::Postgres {
+            config.database.url = self.db_url.clone();
+        }
+        config.auth.rate_limits.enabled = false;
+        let pg_db = self.pg_db.take();
+        Self::boot(config, self.backend, dir, pg_db, self.admin.clone()).await
+    }
+
     /// Stops the server and drops its PostgreSQL database.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
