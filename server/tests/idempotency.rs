@@ -864,6 +864,26 @@ async fn an_abandoned_claim_is_taken_over_after_its_lease(s: &TestServer) {
     .await
     .problem(422, "idempotency_key_reused");
     assert_eq!(count(s, "posts").await, 1);
+    // A request that writes nothing (refused by validation) takes an abandoned claim over with
+    // its answer, and a retry gets that answer.
+    let key = new_key();
+    let invalid = r#"{"title":"t","no_such_field":1}"#;
+    let (k, fp) = anon_post(&key, invalid);
+    s.state
+        .idempotency
+        .table()
+        .claim_alone(&Ticket::new(&k), &fp, old)
+        .await
+        .unwrap();
+    let headers = [("idempotency-key", key.as_str())];
+    let first = send(s, Method::POST, POSTS, None, Some(invalid), &headers).await;
+    assert!(!replayed(&first));
+    let problem = first.problem(422, "validation_failed").clone();
+    wait_stored(s).await;
+    let again = send(s, Method::POST, POSTS, None, Some(invalid), &headers).await;
+    assert!(replayed(&again), "the answer took the abandoned row over");
+    assert_eq!(again.problem(422, "validation_failed"), &problem);
+    assert_eq!(count(s, "posts").await, 1);
 }
 
 /// Stores `answer` for the request holding `ticket` (key `k`, fingerprint `fp`, begun `at`),

@@ -557,20 +557,22 @@ async fn store_one(
 ) -> Result<Stored1, Error> {
     let status = Param::Int(i64::from(c.status));
     let sealed = Param::Text(c.sealed.clone());
+    // $1 … $6 of a row made or taken over.
+    let mut row = vec![
+        Param::Text(c.ticket.id.clone()),
+        Param::Text(c.fingerprint.clone()),
+        Param::Int(c.ticket.owner),
+        Param::Time(c.at),
+        status.clone(),
+        sealed.clone(),
+    ];
     let Some(seq) = seq else {
         let rows = conn
             .fetch(
                 "INSERT INTO _fb_idempotency \
                  (id, fingerprint, owner, created_at, lease_until, status, response) \
                  VALUES ($1, $2, $3, $4, $4, $5, $6) RETURNING seq",
-                &[
-                    Param::Text(c.ticket.id.clone()),
-                    Param::Text(c.fingerprint.clone()),
-                    Param::Int(c.ticket.owner),
-                    Param::Time(c.at),
-                    status,
-                    sealed,
-                ],
+                &row,
                 &[ColType::Int],
             )
             .await?;
@@ -580,18 +582,14 @@ async fn store_one(
         .execute(
             "UPDATE _fb_idempotency SET status = $1, response = $2 \
              WHERE seq = $3 AND owner = $4 AND status IS NULL",
-            &[
-                status.clone(),
-                sealed.clone(),
-                Param::Int(seq),
-                Param::Int(c.ticket.owner),
-            ],
+            &[status, sealed, Param::Int(seq), Param::Int(c.ticket.owner)],
         )
         .await?;
     if filled == 1 {
         return Ok(Stored1::Filled);
     }
     // Not this request's claim: a row its request (which wrote nothing) may take over.
+    row.extend([Param::Time(retention_cutoff(c.at)), Param::Int(seq)]);
     let rows = conn
         .fetch(
             "UPDATE _fb_idempotency \
@@ -600,16 +598,7 @@ async fn store_one(
              WHERE seq = $8 AND id = $1 \
              AND ((status IS NULL AND lease_until < $4 AND fingerprint = $2) OR created_at < $7) \
              RETURNING seq",
-            &[
-                Param::Text(c.ticket.id.clone()),
-                Param::Text(c.fingerprint.clone()),
-                Param::Int(c.ticket.owner),
-                Param::Time(c.at),
-                status,
-                sealed,
-                Param::Time(retention_cutoff(c.at)),
-                Param::Int(seq),
-            ],
+            &row,
             &[ColType::Int],
         )
         .await?;
