@@ -398,7 +398,10 @@ impl Table {
     /// is not (its answer went to its own client only).
     pub async fn store(&self, completions: Vec<Completion>) -> Result<u64, Error> {
         let mut total = 0;
-        for chunk in completions.chunks(STORE_BATCH) {
+        let mut rest = completions;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(STORE_BATCH));
+            let chunk = std::mem::replace(&mut rest, tail);
             total += match &self.rows {
                 None => self.store_pg(chunk).await?,
                 Some(rows) => self.store_sqlite(rows, chunk).await?,
@@ -408,13 +411,16 @@ impl Table {
     }
 
     /// One multi-row upsert.
-    async fn store_pg(&self, chunk: &[Completion]) -> Result<u64, Error> {
+    async fn store_pg(&self, chunk: Vec<Completion>) -> Result<u64, Error> {
         let mut sql = String::from(
             "INSERT INTO _fb_idempotency \
              (id, fingerprint, owner, created_at, lease_until, status, response) VALUES ",
         );
         let mut params = Vec::with_capacity(chunk.len() * 6 + 1);
-        for (i, c) in chunk.iter().enumerate() {
+        let cutoff = chunk.len() * 6 + 1;
+        // The oldest answer of the batch decides what counts as past retention.
+        let oldest = chunk.iter().map(|c| c.at).min().unwrap_or_else(Utc::now);
+        for (i, c) in chunk.into_iter().enumerate() {
             let n = i * 6;
             if i > 0 {
                 sql.push(',');
@@ -430,15 +436,14 @@ impl Table {
                 n + 6
             ));
             params.extend([
-                Param::Text(c.ticket.id.clone()),
-                Param::Text(c.fingerprint.clone()),
+                Param::Text(c.ticket.id),
+                Param::Text(c.fingerprint),
                 Param::Int(c.ticket.owner),
                 Param::Time(c.at),
                 Param::Int(i64::from(c.status)),
-                Param::Text(c.sealed.clone()),
+                Param::Text(c.sealed),
             ]);
         }
-        let cutoff = chunk.len() * 6 + 1;
         sql.push_str(&format!(
             " ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, \
              owner = excluded.owner, created_at = excluded.created_at, \
@@ -449,8 +454,6 @@ impl Table {
              AND _fb_idempotency.fingerprint = excluded.fingerprint) \
              OR _fb_idempotency.created_at < ${cutoff}"
         ));
-        // The oldest answer of the batch decides what counts as past retention.
-        let oldest = chunk.iter().map(|c| c.at).min().unwrap_or_else(Utc::now);
         params.push(Param::Time(retention_cutoff(oldest)));
         Ok(self
             .db
@@ -460,10 +463,13 @@ impl Table {
 
     /// One transaction of one statement per answer: the claim's row filled in place, or (a
     /// request that wrote nothing) a row made or taken over, as the map says.
-    async fn store_sqlite(&self, rows: &Arc<Rows>, chunk: &[Completion]) -> Result<u64, Error> {
+    async fn store_sqlite(&self, rows: &Arc<Rows>, chunk: Vec<Completion>) -> Result<u64, Error> {
         let steps: Vec<(Completion, Option<i64>)> = chunk
-            .iter()
-            .map(|c| (c.clone(), rows.get(c.ticket.num)))
+            .into_iter()
+            .map(|c| {
+                let seq = rows.get(c.ticket.num);
+                (c, seq)
+            })
             .collect();
         let placed = self
             .db
@@ -471,7 +477,8 @@ impl Table {
                 Box::pin(async move {
                     let mut placed = Vec::with_capacity(steps.len());
                     for (c, seq) in steps {
-                        placed.push((c.ticket.num, store_one(&mut conn, &c, seq).await?));
+                        let num = c.ticket.num;
+                        placed.push((num, store_one(&mut conn, c, seq).await?));
                     }
                     Ok::<_, Error>(placed)
                 })
@@ -576,43 +583,56 @@ enum Stored1 {
 
 async fn store_one(
     conn: &mut crate::db::Conn<'_>,
-    c: &Completion,
+    c: Completion,
     seq: Option<i64>,
 ) -> Result<Stored1, Error> {
-    let status = Param::Int(i64::from(c.status));
-    let sealed = Param::Text(c.sealed.clone());
-    // $1 … $6 of a row made or taken over.
-    let mut row = vec![
-        Param::Text(c.ticket.id.clone()),
-        Param::Text(c.fingerprint.clone()),
-        Param::Int(c.ticket.owner),
-        Param::Time(c.at),
-        status.clone(),
-        sealed.clone(),
-    ];
+    let status = i64::from(c.status);
+    // $1 … $6 of a row made or taken over (built only when this is no claim's own row).
+    let row = |sealed: String| {
+        vec![
+            Param::Text(c.ticket.id.clone()),
+            Param::Text(c.fingerprint.clone()),
+            Param::Int(c.ticket.owner),
+            Param::Time(c.at),
+            Param::Int(status),
+            Param::Text(sealed),
+        ]
+    };
     let Some(seq) = seq else {
         let rows = conn
             .fetch(
                 "INSERT INTO _fb_idempotency \
                  (id, fingerprint, owner, created_at, lease_until, status, response) \
                  VALUES ($1, $2, $3, $4, $4, $5, $6) RETURNING seq",
-                &row,
+                &row(c.sealed.clone()),
                 &[ColType::Int],
             )
             .await?;
         return Ok(returned(&rows).map_or(Stored1::Lost, Stored1::Placed));
     };
+    // The common case: the claim this request's write made is filled in place.
+    let mut fill = [
+        Param::Int(status),
+        Param::Text(c.sealed.clone()),
+        Param::Int(seq),
+        Param::Int(c.ticket.owner),
+    ];
     let filled = conn
         .execute(
             "UPDATE _fb_idempotency SET status = $1, response = $2 \
              WHERE seq = $3 AND owner = $4 AND status IS NULL",
-            &[status, sealed, Param::Int(seq), Param::Int(c.ticket.owner)],
+            &fill,
         )
         .await?;
     if filled == 1 {
         return Ok(Stored1::Filled);
     }
     // Not this request's claim: a row its request (which wrote nothing) may take over.
+    let sealed = match std::mem::replace(&mut fill[1], Param::Null) {
+        Param::Text(s) => s,
+        _ => c.sealed.clone(),
+    };
+    let mut row = row(sealed);
     row.extend([Param::Time(retention_cutoff(c.at)), Param::Int(seq)]);
     let rows = conn
         .fetch(
