@@ -1,0 +1,1 @@
+//! APNs provider (being built).

@@ -1,0 +1,1 @@
+//! FCM provider (being built).

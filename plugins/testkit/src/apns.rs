@@ -1,0 +1,1 @@
+//! Fake APNs (being built).

@@ -1,0 +1,1 @@
+//! Fake FCM (being built).
