@@ -6,6 +6,7 @@
 //! pending (`plan --detailed-exitcode`).
 
 mod openapi;
+mod plugins;
 mod remote;
 mod serve;
 

@@ -293,6 +293,7 @@ pub fn render_changes(changes: &[Value]) -> String {
 fn schema_body(project: &ferrobase_schema::Project, allow_destructive: bool) -> Value {
     json!({
         "collections": project.collections,
+        "push": project.push,
         "allow_destructive": allow_destructive,
     })
 }

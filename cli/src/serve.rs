@@ -76,7 +76,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     init_tracing(&settings);
     let addr = settings.addr;
     let db_label = ferrobase_server::config::redact_url(&settings.database_url);
-    let state = ferrobase_server::open(settings)
+    let providers = crate::plugins::push_providers(&settings.push_providers)
+        .map_err(|e| Failure::usage(format!("invalid push settings: {e}")))?;
+    let state = ferrobase_server::open_with(settings, providers)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)

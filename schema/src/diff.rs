@@ -40,6 +40,10 @@ pub enum ChangeKind {
     DropIndex,
     ChangeConflict,
     ChangeTriggers,
+    /// `push.toml` categories (`collection` is empty, `field` names the category).
+    AddPushCategory,
+    RemovePushCategory,
+    ChangePushCategory,
 }
 
 /// Field-level differences of one collection present on both sides.

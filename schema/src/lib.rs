@@ -19,6 +19,7 @@ mod diff;
 mod error;
 pub mod model;
 mod project;
+mod push;
 mod size;
 mod to_toml;
 mod toml_src;
@@ -40,6 +41,7 @@ pub use model::{
     Collection, CollectionScope, ConflictPolicy, Field, FieldType, Index, Rules, SYSTEM_FIELDS,
 };
 pub use project::{Environment, Project, init_project, load_project};
+pub use push::{MAX_CATEGORIES, PushCategory, PushProject, plan_push, validate_push};
 pub use size::parse_size;
 pub use to_toml::collection_to_toml;
 pub use toml_src::parse_collection;

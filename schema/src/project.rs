@@ -29,6 +29,8 @@ pub struct Project {
     pub collections: Vec<Collection>,
     /// `flags.toml` as parsed TOML; validated by the flags module, not here.
     pub flags: Option<toml::Table>,
+    /// `push.toml` (notification categories); empty when the file is absent.
+    pub push: crate::push::PushProject,
 }
 
 /// One deployment target of a project.
@@ -118,6 +120,32 @@ pub fn load_project(dir: &Path) -> Result<Project, Vec<SchemaError>> {
         },
     };
 
+    let push = match read(dir, "push.toml") {
+        Err(e) => {
+            errs.push(e);
+            Default::default()
+        }
+        Ok(None) => Default::default(),
+        Ok(Some(text)) => match toml::from_str::<crate::push::PushProject>(&text) {
+            Ok(p) => {
+                for mut e in crate::push::validate_push(&p) {
+                    e.file = Some("push.toml".into());
+                    if let Some(name) = &e.field {
+                        e.line = text
+                            .find(&format!("[categories.{name}]"))
+                            .map(|at| line_of(&text, at));
+                    }
+                    errs.push(e);
+                }
+                p
+            }
+            Err(e) => {
+                errs.push(toml_err("push.toml", &text, &e));
+                Default::default()
+            }
+        },
+    };
+
     let mut files: Vec<String> = Vec::new();
     match fs::read_dir(dir.join("collections")) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -183,6 +211,7 @@ pub fn load_project(dir: &Path) -> Result<Project, Vec<SchemaError>> {
             environments,
             collections,
             flags,
+            push,
         })
     } else {
         Err(errs)

@@ -37,6 +37,33 @@ pub struct ServerConfig {
     pub mail: MailConfig,
     pub realtime: RealtimeConfig,
     pub storage: StorageConfig,
+    pub push: PushConfig,
+}
+
+/// `[push]`: delivery tunables, and one sub-table per provider plugin (`[push.apns]`,
+/// `[push.fcm]`). The server does not read the provider tables: the binary hands each to its
+/// plugin, so a new provider needs no change here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct PushConfig {
+    /// Attempts per delivery before a transiently failing one is `failed`.
+    pub max_attempts: u32,
+    /// Sends in flight at once per send job.
+    pub concurrency: usize,
+    /// Provider sections by name.
+    #[serde(flatten)]
+    pub providers: BTreeMap<String, toml::Value>,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        let d = crate::push::PushSettings::default();
+        PushConfig {
+            max_attempts: d.max_attempts,
+            concurrency: d.concurrency,
+            providers: BTreeMap::new(),
+        }
+    }
 }
 
 /// Where files live: under the data dir, or in an S3-compatible bucket.
@@ -305,6 +332,7 @@ impl Default for ServerConfig {
             mail: MailConfig::default(),
             realtime: RealtimeConfig::default(),
             storage: StorageConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -373,6 +401,9 @@ pub struct Settings {
     pub storage: StorageConfig,
     /// Bytes, from `storage.max_file_size`.
     pub max_file_size: u64,
+    pub push: crate::push::PushSettings,
+    /// `[push.<provider>]` tables, for the binary to build its plugins from.
+    pub push_providers: BTreeMap<String, toml::Table>,
 }
 
 /// Resolved rate limits: (requests, per period).
@@ -538,6 +569,33 @@ impl ServerConfig {
                         .parse()
                         .map_err(|_| invalid("expected a whole number"))?
                 }
+                "PUSH_MAX_ATTEMPTS" => {
+                    self.push.max_attempts = value
+                        .parse()
+                        .map_err(|_| invalid("expected a whole number"))?
+                }
+                "PUSH_CONCURRENCY" => {
+                    self.push.concurrency = value
+                        .parse()
+                        .map_err(|_| invalid("expected a whole number"))?
+                }
+                // FERROBASE_PUSH_<PROVIDER>_<KEY>: a provider plugin's setting, as a string
+                // (the plugin parses it).
+                n if n.starts_with("PUSH_") && n[5..].contains('_') => {
+                    let rest = &n[5..];
+                    let (provider, k) = rest.split_at(rest.find('_').unwrap_or(0));
+                    let table = self
+                        .push
+                        .providers
+                        .entry(provider.to_ascii_lowercase())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    match table {
+                        toml::Value::Table(t) => {
+                            t.insert(k[1..].to_ascii_lowercase(), toml::Value::String(value));
+                        }
+                        _ => return Err(invalid("[push] has a value, not a table, of that name")),
+                    }
+                }
                 // Variables read by the CLI, the test suites (`FERROBASE_TEST_*`,
                 // `FERROBASE_REQUIRE_*`) or the benchmark scripts, not by the server.
                 "TOKEN" | "SERVER" | "CONFIG" | "LOG" | "BIN" | "REV" => {}
@@ -677,7 +735,35 @@ impl ServerConfig {
                     format!("`{}` is not a size like 50MB", self.storage.max_file_size),
                 )
             })?;
+        let mut push_providers = BTreeMap::new();
+        for (name, v) in &self.push.providers {
+            match v {
+                toml::Value::Table(t) => {
+                    push_providers.insert(name.clone(), t.clone());
+                }
+                _ => {
+                    return Err(invalid(
+                        &format!("push.{name}"),
+                        "unknown setting: [push] takes max_attempts, concurrency and one \
+                         [push.<provider>] table per provider (apns, fcm)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if self.push.max_attempts == 0 || self.push.concurrency == 0 {
+            return Err(invalid(
+                "push",
+                "max_attempts and concurrency must be at least 1".into(),
+            ));
+        }
         Ok(Settings {
+            push: crate::push::PushSettings {
+                max_attempts: self.push.max_attempts,
+                concurrency: self.push.concurrency,
+                ..Default::default()
+            },
+            push_providers,
             storage: self.storage.clone(),
             max_file_size,
             realtime,

@@ -83,6 +83,9 @@ pub enum JobError {
     Retry(String),
     /// Permanent (bad address, rejected message): trying again cannot help.
     Fail(String),
+    /// Transient, and the other side said when to come back (`Retry-After`): the next attempt
+    /// waits at least that long, or the backoff if that is longer.
+    RetryAfter(String, Duration),
 }
 
 /// Executes the jobs of one kind.
@@ -379,6 +382,29 @@ impl Worker {
         false
     }
 
+    /// A transient failure: retried after the backoff (or `at_least`, if longer) unless the
+    /// job is out of attempts.
+    fn retry(
+        &self,
+        job: &Claimed,
+        h: &dyn JobHandler,
+        error: String,
+        at_least: Duration,
+    ) -> Outcome {
+        let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+        if attempts >= self.backoff.max_attempts {
+            Outcome::Failed {
+                error,
+                retain: Some(h.retain(&job.payload)),
+            }
+        } else {
+            Outcome::Retry {
+                error,
+                delay: self.backoff.delay(attempts).max(at_least),
+            }
+        }
+    }
+
     async fn run_one(&self, job: Claimed) {
         let outcome = match self.handlers.get(job.kind.as_str()) {
             None => Outcome::Failed {
@@ -403,18 +429,10 @@ impl Worker {
                         retain: Some(h.retain(&job.payload)),
                     },
                     Err(JobError::Retry(error)) => {
-                        let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
-                        if attempts >= self.backoff.max_attempts {
-                            Outcome::Failed {
-                                error,
-                                retain: Some(h.retain(&job.payload)),
-                            }
-                        } else {
-                            Outcome::Retry {
-                                error,
-                                delay: self.backoff.delay(attempts),
-                            }
-                        }
+                        self.retry(&job, h.as_ref(), error, Duration::ZERO)
+                    }
+                    Err(JobError::RetryAfter(error, at_least)) => {
+                        self.retry(&job, h.as_ref(), error, at_least)
                     }
                 }
             }

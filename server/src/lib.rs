@@ -29,6 +29,7 @@ pub mod jobs;
 pub mod mail;
 pub mod openapi;
 pub mod passwords;
+pub mod push;
 pub mod ratelimit;
 pub mod realtime;
 pub mod records;
@@ -74,7 +75,17 @@ pub async fn open_db(settings: &Settings) -> anyhow::Result<Db> {
 }
 
 /// Opens the database (applying system migrations) and loads the current schema.
+/// Opens the server without push providers (tests, tools): deliveries end
+/// `provider_not_configured`. The binary calls [`open_with`].
 pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
+    open_with(settings, Vec::new()).await
+}
+
+/// Opens the server with the push provider plugins the binary built from `[push.<name>]`.
+pub async fn open_with(
+    settings: Settings,
+    push_providers: Vec<Arc<dyn ferrobase_plugin_api::PushProvider>>,
+) -> anyhow::Result<AppState> {
     let db = open_db(&settings).await?;
     let catalog = CatalogHandle::default();
     catalog.replace(
@@ -96,7 +107,11 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         catalog: catalog.clone(),
         files: files.clone(),
     };
-    let jobs = jobs::spawn(db.clone(), vec![Arc::new(sender), Arc::new(collector)]);
+    let push = push::Push::new(db.clone(), push_providers, settings.push.clone());
+    let mut handlers: Vec<Arc<dyn jobs::JobHandler>> = vec![Arc::new(sender), Arc::new(collector)];
+    handlers.extend(push.handlers());
+    let jobs = jobs::spawn(db.clone(), handlers);
+    push.attach_runner(jobs.clone());
     let keys = auth::Keys::load(&db)
         .await
         .map_err(|e| anyhow::anyhow!("cannot load signing keys: {e}"))?;
@@ -112,6 +127,7 @@ pub async fn open(settings: Settings) -> anyhow::Result<AppState> {
         files,
         realtime,
         jobs,
+        push,
         sessions: Arc::new(auth::cache::SessionCache::new(session_ttl)),
         keys,
         limits,

@@ -98,6 +98,16 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
         crate::http::uploads::head,
         crate::http::uploads::patch,
         crate::http::uploads::delete,
+        crate::http::push::register_device,
+        crate::http::push::list_devices,
+        crate::http::push::update_device,
+        crate::http::push::unregister_device,
+        crate::http::push::get_preferences,
+        crate::http::push::put_preferences,
+        crate::http::push::send_push,
+        crate::http::push::push_status,
+        crate::http::push::list_push_jobs,
+        crate::http::push::user_devices,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -109,6 +119,7 @@ use crate::records::validate::{DEFAULT_TEXT_MAX, MAX_LIST_ITEMS};
         (name = "sync", description = "Delta sync for offline-first clients: what changed since a cursor, with tombstones (docs/offline-sync.md)."),
         (name = "realtime", description = "Server-Sent Events of record changes, resumable with Last-Event-ID."),
         (name = "files", description = "Files of `file` fields: upload (multipart record writes or a raw PUT), download under the record's view rule, file tokens."),
+        (name = "push", description = "Push notifications: the caller's devices and notification preferences, sending (admin or API key `push:send`) and per-device outcomes (docs/push.md)."),
     ),
 )]
 pub struct ApiDoc;
@@ -358,6 +369,102 @@ pub const ERRORS: &[(&str, &[Code])] = {
         (
             "auth_delete_me",
             &[Unauthenticated, TokenExpired, NotFound, Unavailable],
+        ),
+        (
+            "register_device",
+            &[
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "list_devices",
+            &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
+        ),
+        (
+            "update_device",
+            &[
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "unregister_device",
+            &[
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "get_notification_preferences",
+            &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
+        ),
+        (
+            "put_notification_preferences",
+            &[
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "send_push",
+            &[
+                InvalidJson,
+                ValidationFailed,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                Unavailable,
+            ],
+        ),
+        (
+            "push_status",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                NotFound,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_list_push_jobs",
+            &[
+                BadRequest,
+                Unauthenticated,
+                TokenExpired,
+                Forbidden,
+                Unavailable,
+            ],
+        ),
+        (
+            "admin_user_devices",
+            &[Unauthenticated, TokenExpired, Forbidden, Unavailable],
         ),
         (
             "auth_list_sessions",
@@ -1135,6 +1242,30 @@ pub struct Session {
     last_used_at: String,
     ip: Option<String>,
     user_agent: Option<String>,
+}
+
+/// Registered devices, oldest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeviceList {
+    items: Vec<crate::push::devices::Device>,
+    next_cursor: Option<String>,
+}
+
+/// A push accepted for delivery.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PushAccepted {
+    /// Follow it at `GET /v1/push/{job_id}`.
+    job_id: String,
+}
+
+/// Push jobs, newest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PushJobPage {
+    items: Vec<crate::push::jobs::PushJobSummary>,
+    next_cursor: Option<String>,
 }
 
 /// The caller's live sessions, newest first.

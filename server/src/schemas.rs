@@ -154,6 +154,16 @@ fn with_users(collections: &[Collection]) -> Vec<Collection> {
     out
 }
 
+/// `push.toml`'s categories are well-formed (422 naming the category otherwise).
+pub fn check_push(push: &ferrobase_schema::PushProject) -> Result<(), Error> {
+    let errs = ferrobase_schema::validate_push(push);
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(schema_errors(errs))
+    }
+}
+
 /// The changes `desired` would make to the current schema.
 pub fn plan(current: &Catalog, desired: &[Collection]) -> Result<Vec<Change>, Error> {
     validate(desired)?;
@@ -177,11 +187,15 @@ pub async fn apply(
     db: &Db,
     catalog: &CatalogHandle,
     desired: Vec<Collection>,
+    push: Option<ferrobase_schema::PushProject>,
     allow_destructive: bool,
     applied_by: Option<String>,
     audit_as: Option<(crate::audit::Origin, crate::audit::Actor)>,
 ) -> Result<ApplyOutcome, Error> {
     validate(&desired)?;
+    if let Some(p) = &push {
+        check_push(p)?;
+    }
     let dialect = db.dialect();
     let outcome = db
         .write(move |mut c| {
@@ -191,7 +205,16 @@ pub async fn apply(
                         .await?;
                 }
                 let (version, current) = latest(&mut c).await?;
-                let changes = ferrobase_schema::plan(&with_users(&current), &with_users(&desired));
+                let mut changes = ferrobase_schema::plan(&with_users(&current), &with_users(&desired));
+                // Categories ride in the same transaction and version as the collections.
+                if let Some(p) = &push {
+                    let applied = crate::push::prefs::categories(&mut c).await?;
+                    let category_changes = ferrobase_schema::plan_push(&applied, &p.categories);
+                    if !category_changes.is_empty() {
+                        crate::push::prefs::replace_categories(&mut c, &p.categories).await?;
+                        changes.extend(category_changes);
+                    }
+                }
                 if changes.is_empty() {
                     return Ok((version, false, changes, current));
                 }

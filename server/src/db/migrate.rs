@@ -55,6 +55,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0007_idempotency_seq.sql"),
         postgres: include_str!("../../../migrations/postgres/0007_idempotency_seq.sql"),
     },
+    Migration {
+        version: 8,
+        name: "push",
+        sqlite: include_str!("../../../migrations/sqlite/0008_push.sql"),
+        postgres: include_str!("../../../migrations/postgres/0008_push.sql"),
+    },
 ];
 
 /// Any number: it only has to be the same for every replica.

@@ -77,6 +77,11 @@ pub struct SchemaRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub flags: Option<serde_json::Value>,
+    /// `push.toml`: notification categories. Absent = keep the applied ones (`ferrobase apply`
+    /// always sends it, so a removed file removes them).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub push: Option<ferrobase_schema::PushProject>,
     /// Allow changes that lose data (dropping collections or fields).
     #[serde(default)]
     pub allow_destructive: bool,
@@ -104,7 +109,15 @@ pub async fn plan_schema(
 ) -> Result<Response, Error> {
     p.require_admin(false)?;
     req.check()?;
-    let changes = schemas::plan(&state.catalog.current(), &req.collections)?;
+    let mut changes = schemas::plan(&state.catalog.current(), &req.collections)?;
+    if let Some(push) = req.push {
+        schemas::check_push(&push)?;
+        let current = state
+            .db
+            .read(|mut c| Box::pin(async move { crate::push::prefs::categories(&mut c).await }))
+            .await?;
+        changes.extend(ferrobase_schema::plan_push(&current, &push.categories));
+    }
     Ok(Json(json!({"changes": changes})).into_response())
 }
 
@@ -129,6 +142,7 @@ pub async fn apply_schema(
         &state.db,
         &state.catalog,
         req.collections,
+        req.push,
         req.allow_destructive,
         by,
         Some((origin, crate::audit::Actor::of(&p))),

@@ -9,6 +9,7 @@ pub mod files;
 pub mod idempotency;
 pub mod listener;
 pub mod middleware;
+pub mod push;
 pub mod realtime;
 pub mod records;
 pub mod uploads;
@@ -50,6 +51,7 @@ impl std::ops::Deref for AppState {
 
 /// The server's shared parts (reached through [`AppState`]).
 pub struct Shared {
+    pub push: Arc<crate::push::Push>,
     pub db: Db,
     pub catalog: CatalogHandle,
     pub settings: Arc<Settings>,
@@ -119,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/batch", post(records::batch))
         .merge(auth::routes())
         .merge(admin_ops::routes())
+        .merge(push::routes())
         // Every route above checks a sent token, public ones too; health and readiness
         // (below) ignore credentials.
         .route_layer(axum::middleware::from_fn_with_state(

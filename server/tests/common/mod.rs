@@ -110,6 +110,8 @@ pub struct TestServer {
     admin: Arc<OnceCell<String>>,
     /// The database URL, for [`TestServer::replica`].
     pub db_url: String,
+    /// Push providers the server was opened with (kept across restarts).
+    providers: Vec<Arc<dyn ferrobase_plugin_api::PushProvider>>,
 }
 
 pub struct Resp {
@@ -162,6 +164,15 @@ impl TestServer {
         backend: Backend,
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> Option<TestServer> {
+        Self::start_with_push(backend, tweak, Vec::new()).await
+    }
+
+    /// A server whose pushes go through `providers` (the real plugins, pointed at loopback).
+    pub async fn start_with_push(
+        backend: Backend,
+        tweak: impl FnOnce(&mut ServerConfig),
+        providers: Vec<Arc<dyn ferrobase_plugin_api::PushProvider>>,
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::default();
         config.data_dir = dir.path().to_path_buf();
@@ -205,7 +216,17 @@ impl TestServer {
         // Tests sign many users up from one address: limits are tested on their own.
         config.auth.rate_limits.enabled = false;
         tweak(&mut config);
-        Some(Self::boot(config, backend, dir, pg_db, Arc::new(OnceCell::new())).await)
+        Some(
+            Self::boot(
+                config,
+                backend,
+                dir,
+                pg_db,
+                Arc::new(OnceCell::new()),
+                providers,
+            )
+            .await,
+        )
     }
 
     /// Opens and serves `config` on 127.0.0.1:0.
@@ -215,10 +236,13 @@ impl TestServer {
         dir: tempfile::TempDir,
         pg_db: Option<String>,
         admin: Arc<OnceCell<String>>,
+        providers: Vec<Arc<dyn ferrobase_plugin_api::PushProvider>>,
     ) -> TestServer {
         let settings = config.resolve().unwrap();
         let db_url = settings.database_url.clone();
-        let state = ferrobase_server::open(settings).await.unwrap();
+        let state = ferrobase_server::open_with(settings, providers.clone())
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -241,6 +265,7 @@ impl TestServer {
             pg_db,
             admin,
             db_url,
+            providers,
         }
     }
 
@@ -255,7 +280,15 @@ impl TestServer {
         config.database.url = self.db_url.clone();
         config.auth.rate_limits.enabled = false;
         tweak(&mut config);
-        Self::boot(config, self.backend, dir, None, self.admin.clone()).await
+        Self::boot(
+            config,
+            self.backend,
+            dir,
+            None,
+            self.admin.clone(),
+            self.providers.clone(),
+        )
+        .await
     }
 
     /// Stops the server and starts a new one on the same data (directory and database), as a
@@ -277,7 +310,15 @@ impl TestServer {
         }
         config.auth.rate_limits.enabled = false;
         let pg_db = self.pg_db.take();
-        Self::boot(config, self.backend, dir, pg_db, self.admin.clone()).await
+        Self::boot(
+            config,
+            self.backend,
+            dir,
+            pg_db,
+            self.admin.clone(),
+            self.providers.clone(),
+        )
+        .await
     }
 
     /// Stops the server and drops its PostgreSQL database.
@@ -353,6 +394,9 @@ impl TestServer {
     }
     pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
         self.request(Method::PATCH, path, token, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.request(Method::PUT, path, token, Some(body)).await
     }
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Resp {
         self.request(Method::DELETE, path, token, None).await
