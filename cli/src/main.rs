@@ -7,6 +7,7 @@
 
 mod openapi;
 mod plugins;
+mod push;
 mod remote;
 mod serve;
 
@@ -76,6 +77,19 @@ enum Command {
     },
     /// Print the OpenAPI 3.1 document (generic, or typed for a project's collections).
     Openapi(openapi::OpenapiArgs),
+    /// Send push notifications and follow their outcomes.
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PushCommand {
+    /// Send a push to users, devices or a topic (POST /v1/push).
+    Send(Box<push::SendArgs>),
+    /// A push job's status and per-device outcomes.
+    Status(push::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -155,6 +169,12 @@ async fn run(command: Command) -> Result<u8, Failure> {
             command: SchemaCommand::History(args),
         } => remote::history(args).await.map(|_| 0),
         Command::Openapi(args) => openapi::run(args).map(|_| 0),
+        Command::Push {
+            command: PushCommand::Send(args),
+        } => push::send(*args).await.map(|_| 0),
+        Command::Push {
+            command: PushCommand::Status(args),
+        } => push::status(args).await.map(|_| 0),
         Command::Audit {
             command: AuditCommand::Verify(args),
         } => serve::audit_verify(args).await.map(|_| 0),

@@ -103,7 +103,7 @@ fn normalize(server: &str) -> String {
 }
 
 /// A server URL plus the admin token for it.
-struct Target {
+pub struct Target {
     server: String,
     token: String,
     client: reqwest::Client,
@@ -163,6 +163,26 @@ fn target(
         token,
         client: reqwest::Client::new(),
     })
+}
+
+/// The server and token for commands that need no project file (`push`).
+pub fn target_for(args: &TargetArgs) -> Result<Target, Failure> {
+    target(args, None)
+}
+
+/// [`call`] for the other command modules.
+pub async fn send(
+    t: &Target,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), Failure> {
+    call(t, method, path, body).await
+}
+
+/// [`problem`] for the other command modules.
+pub fn problem_of(status: u16, v: &Value) -> Failure {
+    problem(status, v)
 }
 
 /// Sends a request; a problem response becomes a `Failure` with its detail.
