@@ -101,6 +101,24 @@ run_scenario() {
   curl -s -X PATCH --json '{"title":"anon"}' "$base/v1/collections/posts/records/$id" -o /dev/null -w '%{http_code}' | grep -q 401 || fail "anonymous update must be refused"
   curl -fs -X DELETE -H "Authorization: Bearer $token" "$base/v1/collections/posts/records/$id" -o /dev/null -w '%{http_code}' | grep -q 204 || fail "delete"
 
+  echo "-- $label: push.toml, a device and ferrobase push send"
+  printf '[categories.marketing]\ndefault = true\ndescription = "Offers"\n' > "$work/myapp/push.toml"
+  (cd "$work/myapp" && "$BIN" plan) > "$work/plan2.txt" || fail "plan with push.toml"
+  grep -q "push category marketing" "$work/plan2.txt" || fail "plan does not show the category: $(cat "$work/plan2.txt")"
+  (cd "$work/myapp" && "$BIN" apply --yes) >/dev/null || fail "apply push.toml"
+  user=$(curl -fs --json '{"email":"phone@example.com","password":"a long password"}' "$base/v1/auth/signup")
+  utoken=$(json "d['access_token']" <<<"$user"); uid=$(json "d['user']['id']" <<<"$user")
+  curl -fs -H "Authorization: Bearer $utoken" --json '{"platform":"ios","token":"abc123"}' "$base/v1/devices" >/dev/null || fail "register device"
+  push_out="$("$BIN" push send --server "$base" --user "$uid" --title Hi --category marketing --wait)" || fail "push send"
+  # No provider is configured in the quick start: the delivery ends failed, with that reason.
+  grep -q "done:.*failed 1" <<<"$push_out" || fail "push send: $push_out"
+  job=$(sed -n 's/^queued push job //p' <<<"$push_out")
+  status_out="$("$BIN" push status --server "$base" "$job")" || fail "push status"
+  grep -q "provider_not_configured" <<<"$status_out" || fail "push status: $status_out"
+  set +e; "$BIN" push send --server "$base" --topic news --body x --category nope 2>"$work/err.txt"; rc=$?; set -e
+  [[ $rc == 2 ]] || fail "unknown category gave exit $rc, want 2"
+  grep -q "category" "$work/err.txt" || fail "error does not name the category"
+
   echo "-- $label: SIGTERM shuts down cleanly"
   kill -TERM "$pid"; wait "$pid" || fail "non-zero exit after SIGTERM"
 
