@@ -61,7 +61,8 @@ pub struct PushRequest {
     /// Pushes with the same collapse id replace each other on the device (≤ 64 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collapse_id: Option<String>,
-    /// Seconds the providers keep it for an offline device (≤ 28 days); counted from `send_at`.
+    /// Seconds the providers keep it for an offline device (1 s to 28 days), counted from when
+    /// it is due; attempts after it end `failed` with `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
     /// `high` (default) or `normal`.
@@ -134,10 +135,10 @@ impl PushRequest {
                 format!("1 to {MAX_COLLAPSE_ID} bytes"),
             );
         }
-        if self.ttl_seconds.is_some_and(|s| s > MAX_TTL_SECONDS) {
+        if self.ttl_seconds.is_some_and(|s| s == 0 || s > MAX_TTL_SECONDS) {
             errors.insert(
                 "ttl_seconds".into(),
-                format!("at most {MAX_TTL_SECONDS} (28 days)"),
+                format!("1 to {MAX_TTL_SECONDS} (28 days)"),
             );
         }
         if let Some(p) = &self.priority
