@@ -857,6 +857,29 @@ mod tests {
     }
 
     #[test]
+    fn push_provider_settings_come_from_file_and_env() {
+        let mut c: ServerConfig =
+            toml::from_str("[push]\nmax_attempts = 3\n[push.apns]\ntopic = \"com.x\"\n").unwrap();
+        c.apply_env(env(&[
+            ("FERROBASE_PUSH_APNS_KEY_ID", "K1"),
+            ("FERROBASE_PUSH_FCM_PROJECT_ID", "p"),
+            ("FERROBASE_PUSH_CONCURRENCY", "8"),
+        ]))
+        .unwrap();
+        let s = c.resolve().unwrap();
+        assert_eq!(s.push.max_attempts, 3);
+        assert_eq!(s.push.concurrency, 8);
+        assert_eq!(s.push_providers["apns"]["topic"].as_str(), Some("com.x"));
+        assert_eq!(s.push_providers["apns"]["key_id"].as_str(), Some("K1"));
+        assert_eq!(s.push_providers["fcm"]["project_id"].as_str(), Some("p"));
+        let bad: ServerConfig = toml::from_str("[push]\nretries = 3\n").unwrap();
+        assert!(bad.resolve().err().unwrap().to_string().contains("push.retries"));
+        let mut zero = ServerConfig::default();
+        zero.push.concurrency = 0;
+        assert!(zero.resolve().is_err());
+    }
+
+    #[test]
     fn env_overrides_file_values() {
         let mut c = ServerConfig::default();
         c.apply_env(env(&[
