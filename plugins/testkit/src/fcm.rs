@@ -61,6 +61,8 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Value, json};
 
+use crate::{Counter, Tally};
+
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const FCM_ERROR: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
@@ -78,6 +80,9 @@ pub struct FcmOptions {
     pub latency: Duration,
     /// The only project `messages:send` accepts, and the key JSON's `project_id`.
     pub project_id: String,
+    /// Keep every `messages:send` for [`FakeFcm::requests`]. Off for long runs, whose memory
+    /// would grow with each request; [`FakeFcm::tally`] counts either way.
+    pub record_requests: bool,
 }
 
 impl Default for FcmOptions {
@@ -85,6 +90,7 @@ impl Default for FcmOptions {
         FcmOptions {
             latency: Duration::ZERO,
             project_id: "demo-proj".into(),
+            record_requests: true,
         }
     }
 }
@@ -119,6 +125,7 @@ struct Shared {
     issued: Mutex<HashSet<String>>,
     token_requests: AtomicUsize,
     requests: Mutex<Vec<FcmRequest>>,
+    counter: Mutex<Counter>,
     /// Requests seen per device token, for the `busy<N>` / `down<N>` scripts.
     attempts: Mutex<HashMap<String, u32>>,
     in_flight: AtomicUsize,
@@ -154,6 +161,7 @@ impl FakeFcm {
             issued: Mutex::default(),
             token_requests: AtomicUsize::new(0),
             requests: Mutex::default(),
+            counter: Mutex::default(),
             attempts: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -198,6 +206,11 @@ impl FakeFcm {
     /// Every `messages:send` request, in the order they were answered.
     pub fn requests(&self) -> Vec<FcmRequest> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// Counts of every `messages:send` answered so far (per device token, per status).
+    pub fn tally(&self) -> Tally {
+        lock(&self.shared.counter).tally()
     }
 
     /// How many OAuth token requests (`POST /token`) arrived, granted or not.
@@ -379,12 +392,15 @@ async fn send(
             scripted(&s, &token)
         }
     };
-    lock(&s.requests).push(FcmRequest {
-        token,
-        body,
-        authorization,
-        status: answer.status.as_u16(),
-    });
+    lock(&s.counter).count(&token, answer.status.as_u16());
+    if s.opts.record_requests {
+        lock(&s.requests).push(FcmRequest {
+            token,
+            body,
+            authorization,
+            status: answer.status.as_u16(),
+        });
+    }
     let mut response = (answer.status, axum::Json(answer.body)).into_response();
     if let Some(secs) = answer.retry_after {
         response
