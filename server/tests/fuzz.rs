@@ -169,3 +169,79 @@ fn random_input_never_breaks_the_server_sqlite() {
 fn random_input_never_breaks_the_server_postgres() {
     fuzz_on(Backend::Postgres);
 }
+
+/// Bodies for the push routes: their own keys with random values, nested targets.
+fn arb_push_body() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        Just("platform"),
+        Just("token"),
+        Just("timezone"),
+        Just("topics"),
+        Just("locale"),
+        Just("app_version"),
+        Just("categories"),
+        Just("quiet_hours"),
+        Just("to"),
+        Just("title"),
+        Just("body"),
+        Just("data"),
+        Just("category"),
+        Just("collapse_id"),
+        Just("ttl_seconds"),
+        Just("priority"),
+        Just("send_at"),
+        Just("nope"),
+    ];
+    let value = prop_oneof![
+        arb_json(),
+        Just(json!("ios")),
+        Just(json!({"users": ["u1"]})),
+        Just(json!({"topic": "news"})),
+        Just(json!({"devices": []})),
+        Just(json!({"start": "22:00", "end": "07:00"})),
+        Just(json!({"marketing": false})),
+        Just(json!(["news", "a b"])),
+        Just(json!("Europe/Berlin")),
+    ];
+    prop::collection::btree_map(key, value, 0..7)
+        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+}
+
+fn push_fuzz_on(backend: Backend) {
+    let rt = runtime();
+    let Some((server, admin, user)) = rt.block_on(async {
+        let s = TestServer::start(backend).await?;
+        let admin = s.admin().await;
+        let (_, user, _) = common::signup(&s, "fuzz@example.com").await;
+        Some((s, admin, user))
+    }) else {
+        return;
+    };
+    let config = ProptestConfig {
+        cases: 100,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(body in arb_push_body())| {
+        rt.block_on(async {
+            let r = server.post("/v1/devices", Some(&user), body.clone()).await;
+            prop_assert!(matches!(r.status.as_u16(), 200 | 201 | 422), "devices → {}", r.body);
+            let r = server.put("/v1/me/notifications", Some(&user), body.clone()).await;
+            prop_assert!(matches!(r.status.as_u16(), 200 | 422), "prefs → {}", r.body);
+            let r = server.post("/v1/push", Some(&admin), body).await;
+            prop_assert!(matches!(r.status.as_u16(), 202 | 422), "push → {}", r.body);
+            Ok(())
+        })?;
+    });
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn random_push_bodies_never_break_the_server_sqlite() {
+    push_fuzz_on(Backend::Sqlite);
+}
+
+#[test]
+fn random_push_bodies_never_break_the_server_postgres() {
+    push_fuzz_on(Backend::Postgres);
+}

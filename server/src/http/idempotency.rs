@@ -263,11 +263,15 @@ async fn run_claimed(state: AppState, claimed: Claimed, next: Next) -> Result<Re
                 let _ = answer_tx.send(response);
             }
             Settled::Store(response, stored) => {
-                // Sent first: the client does not wait for the commit of its stored answer.
+                // Kept in memory before the client can see the answer, so a retry that races
+                // the store replays it instead of finding the key still running; sent before
+                // the store, so the client does not wait for its commit.
+                let stored = Arc::new(stored);
+                state.idempotency.keep(&key, Arc::clone(&stored));
                 let _ = answer_tx.send(response);
                 state
                     .idempotency
-                    .answered(&key, &ticket, &fingerprint, began, Arc::new(stored))
+                    .answered(&key, &ticket, &fingerprint, began, stored)
                     .await;
             }
         }
