@@ -24,6 +24,68 @@ on_both_backends!(
     scheduled_pushes_wait_and_fan_out_resumes_once,
 );
 
+/// Two replicas on one PostgreSQL database share a push's send jobs, and no device is sent to
+/// twice (each send job is claimed by one replica at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_a_push_without_double_sending() {
+    let opts = ApnsOptions {
+        latency: Duration::from_millis(20),
+        ..ApnsOptions::default()
+    };
+    let Some(rig) = rig(Backend::Postgres, opts).await else {
+        return;
+    };
+    let s = &rig.s;
+    let other = s.replica(|_| {}).await;
+    let (uid, _, _) = signup(s, "many@example.com").await;
+    // 2,500 devices: three fan-out pages, three send jobs for two runners.
+    let owner = uid.clone();
+    s.state
+        .db
+        .write(move |mut c| {
+            Box::pin(async move {
+                let now = chrono::Utc::now();
+                for i in 0..2500 {
+                    c.execute(
+                        "INSERT INTO _fb_devices (id, user_id, platform, token, topics, active, \
+                         last_seen_at, created_at, updated_at) VALUES ($1, $2, 'ios', $3, $4, $5, $6, $6, $6)",
+                        &[
+                            ferrobase_server::db::Param::Text(uuid::Uuid::now_v7().to_string()),
+                            ferrobase_server::db::Param::Text(owner.clone()),
+                            ferrobase_server::db::Param::Text(format!("many-{i:05}")),
+                            ferrobase_server::db::Param::Json(json!([])),
+                            ferrobase_server::db::Param::Bool(true),
+                            ferrobase_server::db::Param::Time(now),
+                        ],
+                    )
+                    .await?;
+                }
+                Ok::<_, ferrobase_server::db::DbError>(())
+            })
+        })
+        .await
+        .unwrap();
+    let r = s
+        .post(
+            "/v1/push",
+            Some(&rig.admin),
+            json!({"to": {"users": [uid]}, "body": "all"}),
+        )
+        .await;
+    let job = r.expect(202)["job_id"].as_str().unwrap().to_owned();
+    other.state.jobs.notify();
+    let done = wait_done(&other, &rig.admin, &job).await;
+    assert_eq!(done["counts"]["sent"], 2500, "{}", done["counts"]);
+    let requests = rig.apns.requests();
+    assert_eq!(requests.len(), 2500, "one request per device");
+    let mut tokens: Vec<&str> = requests.iter().map(|r| r.token.as_str()).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 2500, "no device got two requests");
+    other.stop().await;
+    rig.s.stop().await;
+}
+
 /// A server wired to a fake APNs and a fake FCM.
 struct Rig {
     s: TestServer,
@@ -238,6 +300,28 @@ async fn devices_are_registered_refreshed_moved_and_removed(s: &TestServer) {
     assert_eq!(
         s.get("/v1/devices", Some(&bob)).await.body["items"],
         json!([])
+    );
+
+    // Deleting an account forgets its devices, so no topic push reaches that phone again.
+    register(s, &bob, "android", "tok-b").await;
+    s.delete("/v1/auth/me", Some(&bob)).await.expect(204);
+    let r = s
+        .get(&format!("/v1/admin/users/{bob_id}/devices"), Some(&support))
+        .await;
+    assert_eq!(r.expect(200)["items"], json!([]));
+    let (_, carol, _) = signup(s, "carol@example.com").await;
+    let again = s
+        .post(
+            "/v1/devices",
+            Some(&carol),
+            json!({"platform": "android", "token": "tok-b"}),
+        )
+        .await;
+    assert_eq!(
+        again.status.as_u16(),
+        201,
+        "the token is new again: {}",
+        again.body
     );
 }
 

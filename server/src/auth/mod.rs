@@ -613,7 +613,8 @@ impl AuthCtx<'_> {
             .await
     }
 
-    /// `DELETE /v1/auth/me` (and the admin delete): the user row and their sessions.
+    /// `DELETE /v1/auth/me` (and the admin delete): the user row, their sessions and their
+    /// push devices and preferences.
     pub async fn delete_user(
         &self,
         origin: &Origin,
@@ -629,6 +630,7 @@ impl AuthCtx<'_> {
                         return Err(Error::not_found("No such user."));
                     }
                     c.execute("UPDATE _fb_sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL", &[Param::Text(user.clone()), Param::Time(Utc::now())]).await?;
+                    crate::push::devices::forget_user(&mut c, &user).await?;
                     audit::record(&mut c, &origin, Entry { actor, action: "user.delete", target: Some(("user", user)), details: Value::Null }).await
                 })
             })

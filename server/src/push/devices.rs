@@ -426,3 +426,23 @@ pub async fn deactivate(
         .await?;
     Ok(n > 0)
 }
+
+/// Forgets everything push knows of a user being deleted: their devices (so a topic push no
+/// longer reaches a deleted account's phone), topic memberships, choices and quiet hours.
+/// Runs in the deleting transaction.
+pub async fn forget_user(c: &mut Conn<'_>, user_id: &str) -> Result<(), Error> {
+    c.execute(
+        "DELETE FROM _fb_device_topics WHERE device_id IN \
+         (SELECT id FROM _fb_devices WHERE user_id = $1)",
+        &[Param::from(user_id)],
+    )
+    .await?;
+    for table in ["_fb_devices", "_fb_push_prefs", "_fb_push_quiet"] {
+        c.execute(
+            &format!("DELETE FROM {table} WHERE user_id = $1"),
+            &[Param::from(user_id)],
+        )
+        .await?;
+    }
+    Ok(())
+}
