@@ -432,6 +432,18 @@ pub async fn pull(args: TargetArgs) -> Result<(), Failure> {
             }
         }
     }
+    // push.toml mirrors the server's categories too (absent when it has none).
+    let push: ferrobase_schema::PushProject =
+        serde_json::from_value(v.get("push").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+    let push_file = args.project.join("push.toml");
+    if push.categories.is_empty() {
+        let _ = std::fs::remove_file(&push_file);
+    } else {
+        let text = toml::to_string(&push)
+            .map_err(|e| Failure::runtime(format!("cannot write push.toml: {e}")))?;
+        std::fs::write(&push_file, text)
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", push_file.display())))?;
+    }
     println!(
         "Pulled {} collection(s) into {}",
         collections.len(),

@@ -1038,6 +1038,9 @@ pub struct SchemaDocument {
     /// The applied version (0 before the first apply).
     version: i64,
     collections: Vec<CollectionDef>,
+    /// `push.toml`: `{"categories": {"<name>": {"default": bool, "description"?: string}}}`.
+    #[schema(value_type = Object)]
+    push: (),
 }
 
 /// What a schema change does.

@@ -118,6 +118,9 @@ run_scenario() {
   set +e; "$BIN" push send --server "$base" --topic news --body x --category nope 2>"$work/err.txt"; rc=$?; set -e
   [[ $rc == 2 ]] || fail "unknown category gave exit $rc, want 2"
   grep -q "category" "$work/err.txt" || fail "error does not name the category"
+  # pull mirrors push.toml too, so the pulled folder plans to nothing
+  (cd "$work/pulled" && "$BIN" pull && "$BIN" plan --detailed-exitcode >/dev/null) || fail "pull with push.toml then plan is not a no-op"
+  grep -q "marketing" "$work/pulled/push.toml" || fail "pull wrote no push.toml"
 
   echo "-- $label: SIGTERM shuts down cleanly"
   kill -TERM "$pid"; wait "$pid" || fail "non-zero exit after SIGTERM"

@@ -62,10 +62,16 @@ pub async fn login(
 pub async fn get_schema(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, Error> {
     p.require_admin(false)?;
     let catalog = state.catalog.current();
-    Ok(
-        Json(json!({"version": catalog.version, "collections": catalog.collections}))
-            .into_response(),
-    )
+    let categories = state
+        .db
+        .read(|mut c| Box::pin(async move { crate::push::prefs::categories(&mut c).await }))
+        .await?;
+    Ok(Json(json!({
+        "version": catalog.version,
+        "collections": catalog.collections,
+        "push": {"categories": categories},
+    }))
+    .into_response())
 }
 
 /// A desired schema: the whole set of collections (absent ones are dropped).
