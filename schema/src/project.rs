@@ -31,7 +31,13 @@ pub struct Project {
     pub flags: Option<toml::Table>,
     /// `push.toml` (notification categories); empty when the file is absent.
     pub push: crate::push::PushProject,
+    /// Every script a collection's `[triggers]` names (`triggers/posts.rhai` → its source),
+    /// shipped with the collections so the server runs exactly the reviewed code.
+    pub scripts: BTreeMap<String, String>,
 }
+
+/// Largest trigger script accepted.
+pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
 
 /// One deployment target of a project.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +211,39 @@ pub fn load_project(dir: &Path) -> Result<Project, Vec<SchemaError>> {
         };
         errs.extend(check_set(&collections, &loc_of));
     }
+    let mut scripts = BTreeMap::new();
+    // Only once every trigger target passed its shape check (relative, no `..`).
+    let checked: &[Collection] = if errs.is_empty() { &collections } else { &[] };
+    for c in checked {
+        for (hook, target) in &c.triggers {
+            let Some((file, _)) = target.split_once('#') else {
+                continue;
+            };
+            if scripts.contains_key(file) {
+                continue;
+            }
+            let label = located.get(&c.name).map_or_else(
+                || format!("collections/{}.toml", c.name),
+                |(f, _)| f.clone(),
+            );
+            match read(dir, file) {
+                Ok(Some(text)) if text.len() <= MAX_SCRIPT_BYTES => {
+                    scripts.insert(file.to_owned(), text);
+                }
+                Ok(Some(_)) => errs.push(file_err(
+                    file,
+                    None,
+                    format!("larger than {} KiB", MAX_SCRIPT_BYTES / 1024),
+                )),
+                Ok(None) => errs.push(file_err(
+                    &label,
+                    None,
+                    format!("trigger `{hook}` names {file}, which does not exist"),
+                )),
+                Err(e) => errs.push(e),
+            }
+        }
+    }
     if errs.is_empty() {
         Ok(Project {
             name,
@@ -212,6 +251,7 @@ pub fn load_project(dir: &Path) -> Result<Project, Vec<SchemaError>> {
             collections,
             flags,
             push,
+            scripts,
         })
     } else {
         Err(errs)

@@ -673,3 +673,58 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn load_project_ships_the_scripts_triggers_name_and_the_push_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("collections")).unwrap();
+    std::fs::create_dir_all(root.join("triggers")).unwrap();
+    std::fs::write(root.join("ferrobase.toml"), "[project]\nname = \"app\"\n").unwrap();
+    std::fs::write(
+        root.join("collections/posts.toml"),
+        "name = \"posts\"\n[fields]\ntitle = { type = \"text\" }\n[triggers]\nbefore_create = \"triggers/posts.rhai#before_create\"\nafter_create = \"triggers/posts.rhai#after_create\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("triggers/posts.rhai"),
+        "fn before_create(r, ctx) { r }",
+    )
+    .unwrap();
+    std::fs::write(root.join("triggers/unused.rhai"), "fn x() {}").unwrap();
+    std::fs::write(
+        root.join("push.toml"),
+        "[categories.marketing]\ndefault = true\n",
+    )
+    .unwrap();
+    let p = load_project(root).unwrap();
+    assert_eq!(
+        p.scripts.keys().collect::<Vec<_>>(),
+        ["triggers/posts.rhai"],
+        "only named scripts, once"
+    );
+    assert!(p.push.categories["marketing"].default);
+
+    std::fs::remove_file(root.join("triggers/posts.rhai")).unwrap();
+    std::fs::write(root.join("push.toml"), "[categories.Bad]\ndefault = true\n").unwrap();
+    let errs = load_project(root).unwrap_err();
+    let text: Vec<String> = errs
+        .iter()
+        .map(|e| format!("{:?}:{:?} {}", e.file, e.line, e.message))
+        .collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("push.toml") && t.contains("Some(1)")),
+        "{text:?}"
+    );
+    // The missing script is reported once the rest is valid.
+    std::fs::write(root.join("push.toml"), "").unwrap();
+    let errs = load_project(root).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.file.as_deref() == Some("collections/posts.toml")
+                && e.message
+                    .contains("triggers/posts.rhai, which does not exist")),
+        "{errs:#?}"
+    );
+}
