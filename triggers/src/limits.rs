@@ -12,7 +12,8 @@ use rhai::{Dynamic, Engine};
 use serde_json::{Map, Value};
 
 /// Limits of one hook run. One set applies to every script of a [`crate::Sandbox`]; the
-/// wall-time budget can be changed per call with [`crate::Call::wall_time`].
+/// wall-time budget can be changed per call with [`crate::Call::wall_time`]. As in Rhai, `0`
+/// means "no limit" for the counts and sizes (never use it in production).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Operations (statements, expressions, calls) per run: stops `loop {}` and any other
