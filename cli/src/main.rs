@@ -10,6 +10,7 @@ mod plugins;
 mod push;
 mod remote;
 mod serve;
+mod triggers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,11 +78,22 @@ enum Command {
     },
     /// Print the OpenAPI 3.1 document (generic, or typed for a project's collections).
     Openapi(openapi::OpenapiArgs),
+    /// Trigger scripts: run a hook locally.
+    Triggers {
+        #[command(subcommand)]
+        command: TriggersCommand,
+    },
     /// Send push notifications and follow their outcomes.
     Push {
         #[command(subcommand)]
         command: PushCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TriggersCommand {
+    /// Run one hook on a record and print the record it returns (exit 1 when it throws).
+    Test(triggers::TestArgs),
 }
 
 #[derive(Subcommand)]
@@ -169,6 +181,9 @@ async fn run(command: Command) -> Result<u8, Failure> {
             command: SchemaCommand::History(args),
         } => remote::history(args).await.map(|_| 0),
         Command::Openapi(args) => openapi::run(args).map(|_| 0),
+        Command::Triggers {
+            command: TriggersCommand::Test(args),
+        } => triggers::test(args),
         Command::Push {
             command: PushCommand::Send(args),
         } => push::send(*args).await.map(|_| 0),

@@ -323,6 +323,7 @@ async fn show_plan(
     args: &TargetArgs,
 ) -> Result<(ferrobase_schema::Project, Target, Vec<Value>), Failure> {
     let project = load_project(&args.project)?;
+    crate::triggers::check_project(&project)?;
     let t = target(args, Some(&project))?;
     let (status, v) = call(
         &t,
