@@ -10,8 +10,10 @@
 //! exponential backoff after a transient failure, or `failed` (permanent failure, unknown kind,
 //! or too many attempts) with the reason in `last_error`.
 //!
-//! Claiming sets `run_at` to the end of a lease: a `running` job whose lease expired (its worker
-//! died) is claimed again, so delivery is *at least once*. Every state change after a claim is
+//! Claiming sets `run_at` to the end of a lease, which the runner renews every [`RENEW`] while
+//! the job runs: a `running` job whose lease expired (its worker died or hung) is claimed
+//! again, so delivery is *at least once*, and a crash holds a job back for one short lease, not
+//! for as long as the job may run. Every state change after a claim is
 //! fenced by the attempt number, so a worker that lost its lease cannot overwrite the newer
 //! attempt's outcome. Timestamps are computed here and passed as parameters (never `now()`) so
 //! SQLite and PostgreSQL agree.
@@ -24,20 +26,23 @@ use chrono::{DateTime, Utc};
 use ferrobase_expr::Dialect;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 pub use futures::future::BoxFuture;
 
 use crate::db::{ColType, Conn, Db, Param};
 use crate::error::Error;
 
-/// How long a claimed job belongs to its worker before another may claim it again.
-const LEASE: Duration = Duration::from_secs(300);
-/// A handler running longer than this is abandoned and retried; shorter than [`LEASE`] so the
-/// worker records the outcome before its lease can expire.
+/// How long a claimed job belongs to its worker before another may claim it again, unless the
+/// worker renews it: how long a crash (kill -9, a lost machine) delays the jobs it was running.
+const LEASE: Duration = Duration::from_secs(30);
+/// The runner extends the leases of its running jobs this often: six renewals per lease, so
+/// only a worker stalled for most of a lease loses one.
+const RENEW: Duration = Duration::from_secs(5);
+/// A handler running longer than this is abandoned and retried.
 const HANDLER_TIMEOUT: Duration = Duration::from_secs(240);
-/// Jobs claimed (and run concurrently) per round.
-const BATCH: i64 = 16;
+/// Jobs running at once; the runner claims more as soon as one finishes.
+const CONCURRENT: usize = 16;
 /// The runner looks for due jobs at least this often, even without a notification (retries
 /// coming due, jobs enqueued by another replica).
 const POLL: Duration = Duration::from_secs(1);
@@ -250,7 +255,7 @@ pub fn spawn_with(db: Db, handlers: Vec<Arc<dyn JobHandler>>, backoff: Backoff) 
         handlers: handlers.into_iter().map(|h| (h.kind(), h)).collect(),
         backoff,
     };
-    let task = tokio::spawn(worker.run(Arc::clone(&notify), stop_rx));
+    let task = tokio::spawn(Arc::new(worker).run(Arc::clone(&notify), stop_rx));
     JobRunner {
         inner: Arc::new(RunnerInner {
             notify,
@@ -314,72 +319,99 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, notify: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    /// Keeps up to [`CONCURRENT`] jobs running, each in its own task, and claims more as soon
+    /// as one finishes: a long job (a fan-out) never holds back the short ones it queues, and
+    /// the work spreads over the runtime's threads.
+    async fn run(self: Arc<Self>, notify: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+        let mut running: JoinSet<()> = JoinSet::new();
+        // Task → (job id, attempt), to release what is still running at shutdown.
+        let mut fences: HashMap<tokio::task::Id, (i64, i64)> = HashMap::new();
+        let mut renew = tokio::time::interval(RENEW);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stop.borrow() {
-                return;
+                break;
             }
-            let claimed = match claim(&self.db, BATCH).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, cause = ?e.cause, "cannot claim jobs");
-                    Vec::new()
+            let free = CONCURRENT.saturating_sub(running.len());
+            // Fewer due jobs than free slots: the queue is drained for now.
+            let mut drained = true;
+            if free > 0 {
+                // Never one of ours again, even if a renewal came too late.
+                let mine: Vec<i64> = fences.values().map(|(id, _)| *id).collect();
+                match claim(&self.db, free as i64, &mine).await {
+                    Ok(claimed) => {
+                        drained = claimed.len() < free;
+                        for job in claimed {
+                            let fence = (job.id, job.attempts);
+                            let worker = Arc::clone(&self);
+                            let task = running.spawn(async move { worker.run_one(job).await });
+                            fences.insert(task.id(), fence);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, cause = ?e.cause, "cannot claim jobs");
+                    }
                 }
-            };
-            if claimed.is_empty() {
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
-                    r = stop.changed() => if r.is_err() { return },
-                }
-                continue;
             }
-            let full = claimed.len() as i64 == BATCH;
-            if !self.run_batch(claimed, &mut stop).await {
-                return;
-            }
-            if !full {
-                // Not a full batch: the queue is probably drained, so wait for news. A due
-                // retry or another replica's job is picked up by the next poll.
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
-                    r = stop.changed() => if r.is_err() { return },
+            // Not drained means the claim filled every slot, so the loop waits for a job to
+            // end (or a stop) before it claims again.
+            let full = running.len() >= CONCURRENT;
+            tokio::select! {
+                Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
+                    let task = match ended {
+                        Ok((task, ())) => task,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a job task failed");
+                            e.id()
+                        }
+                    };
+                    fences.remove(&task);
                 }
+                // Work queued here (or by a job that just ran) wakes the runner at once; a due
+                // retry or another replica's job is found by the next poll.
+                _ = notify.notified(), if drained && !full => {}
+                _ = tokio::time::sleep(POLL), if drained && !full => {}
+                _ = renew.tick(), if !fences.is_empty() => {
+                    let leases: Vec<(i64, i64)> = fences.values().copied().collect();
+                    if let Err(e) = renew_leases(&self.db, &leases).await {
+                        tracing::warn!(error = %e, cause = ?e.cause, "cannot renew job leases");
+                    }
+                }
+                r = stop.changed() => if r.is_err() { break },
             }
         }
+        self.shut_down(running, fences).await;
     }
 
-    /// Runs the batch concurrently and records each outcome. On shutdown, waits up to
-    /// [`SHUTDOWN_GRACE`] and releases what is still running; returns `false` then.
-    async fn run_batch(&self, claimed: Vec<Claimed>, stop: &mut watch::Receiver<bool>) -> bool {
-        let fences: Vec<(i64, i64)> = claimed.iter().map(|j| (j.id, j.attempts)).collect();
-        let finished = Mutex::new(Vec::<i64>::new());
-        let mut all = Box::pin(futures::future::join_all(claimed.into_iter().map(|job| {
-            let finished = &finished;
-            async move {
-                let id = job.id;
-                self.run_one(job).await;
-                if let Ok(mut f) = finished.lock() {
-                    f.push(id);
-                }
+    /// On shutdown: waits up to [`SHUTDOWN_GRACE`] for the running jobs, then stops the rest
+    /// and puts them back in the queue.
+    async fn shut_down(
+        &self,
+        mut running: JoinSet<()>,
+        mut fences: HashMap<tokio::task::Id, (i64, i64)>,
+    ) {
+        let drain = async {
+            while let Some(ended) = running.join_next_with_id().await {
+                let task = ended.map_or_else(|e| e.id(), |(task, ())| task);
+                fences.remove(&task);
             }
-        })));
-        tokio::select! {
-            _ = &mut all => return true,
-            _ = wait_stop(stop) => {}
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_ok() {
+            return;
         }
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await.is_ok() {
-            return false;
+        running.abort_all();
+        while let Some(ended) = running.join_next_with_id().await {
+            // A job that finished on its own between the timeout and the abort keeps its
+            // recorded outcome; only the aborted ones are released.
+            if let Ok((task, ())) = ended {
+                fences.remove(&task);
+            }
         }
-        drop(all);
-        let finished = finished.into_inner().unwrap_or_default();
-        for (id, attempts) in fences.into_iter().filter(|(id, _)| !finished.contains(id)) {
+        for (id, attempts) in fences.into_values() {
             if let Err(e) = release(&self.db, id, attempts).await {
                 tracing::warn!(job = id, error = %e, "cannot release a job on shutdown");
             }
         }
-        false
     }
 
     /// A transient failure: retried after the backoff (or `at_least`, if longer) unless the
@@ -454,18 +486,9 @@ impl Worker {
     }
 }
 
-/// Resolves once a stop was requested.
-async fn wait_stop(stop: &mut watch::Receiver<bool>) {
-    while !*stop.borrow_and_update() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Claims up to `limit` due jobs: queued ones whose time has come and running ones whose lease
 /// expired. PostgreSQL skips rows other replicas are claiming; SQLite has one writer anyway.
-async fn claim(db: &Db, limit: i64) -> Result<Vec<Claimed>, Error> {
+async fn claim(db: &Db, limit: i64, exclude: &[i64]) -> Result<Vec<Claimed>, Error> {
     let now = Utc::now();
     // A read first: an idle queue costs no write transaction per poll (on SQLite every write
     // goes through the one writer).
@@ -490,18 +513,26 @@ async fn claim(db: &Db, limit: i64) -> Result<Vec<Claimed>, Error> {
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         Dialect::Sqlite => "",
     };
+    let not_mine = if exclude.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = (0..exclude.len()).map(|i| format!("${}", i + 4)).collect();
+        format!(" AND id NOT IN ({})", list.join(", "))
+    };
     let sql = format!(
         "UPDATE _fb_jobs SET status = 'running', attempts = attempts + 1, updated_at = $1, \
          run_at = $2 WHERE id IN (SELECT id FROM _fb_jobs WHERE status IN ('queued', 'running') \
-         AND run_at <= $1 ORDER BY run_at, id LIMIT $3{lock}) \
+         AND run_at <= $1{not_mine} ORDER BY run_at, id LIMIT $3{lock}) \
          RETURNING id, kind, payload, attempts"
     );
+    let mut params = vec![Param::Time(now), Param::Time(lease_end), Param::Int(limit)];
+    params.extend(exclude.iter().map(|id| Param::Int(*id)));
     let rows = db
         .write(move |mut c| {
             Box::pin(async move {
                 c.fetch(
                     &sql,
-                    &[Param::Time(now), Param::Time(lease_end), Param::Int(limit)],
+                    &params,
                     &[ColType::Int, ColType::Text, ColType::Json, ColType::Int],
                 )
                 .await
@@ -535,6 +566,28 @@ async fn claim(db: &Db, limit: i64) -> Result<Vec<Claimed>, Error> {
     }
     out.sort_by_key(|j| j.id);
     Ok(out)
+}
+
+/// Extends the leases of these `(id, attempt)`s, unless they were claimed again since.
+async fn renew_leases(db: &Db, leases: &[(i64, i64)]) -> Result<(), Error> {
+    let now = Utc::now();
+    let lease_end = now + chrono::Duration::from_std(LEASE).map_err(Error::internal)?;
+    let pairs: Vec<String> = (0..leases.len())
+        .map(|i| format!("(id = ${} AND attempts = ${})", 2 * i + 2, 2 * i + 3))
+        .collect();
+    let sql = format!(
+        "UPDATE _fb_jobs SET run_at = $1 WHERE status = 'running' AND ({})",
+        pairs.join(" OR ")
+    );
+    let mut params = vec![Param::Time(lease_end)];
+    for (id, attempts) in leases {
+        params.extend([Param::Int(*id), Param::Int(*attempts)]);
+    }
+    db.write(move |mut c| {
+        Box::pin(async move { c.execute(&sql, &params).await.map_err(Error::from) })
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Records the outcome of attempt `attempts` of job `id`, unless the job was claimed again since.

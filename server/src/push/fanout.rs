@@ -67,7 +67,46 @@ async fn load(c: &mut Conn<'_>, id: &str) -> Result<Option<Stored>, Error> {
 }
 
 /// Marks the job done once its fan-out finished and no delivery is left to send.
+///
+/// Every send job calls this when it ends, so it must be cheap while the push is still going:
+/// a read first (no write transaction, which on SQLite would queue behind every other write),
+/// and it looks for a queued delivery from the highest device id down. Send jobs run roughly
+/// in device order, so while the push is in progress a queued row sits near that end and the
+/// probe stops after a few rows instead of walking every delivery already sent. The update
+/// repeats the condition, so a race with another finishing send job is harmless.
 async fn finish_if_complete(push: &Push, id: &str) -> Result<(), Error> {
+    let job = id.to_owned();
+    let complete = push
+        .db
+        .read(move |mut c| {
+            Box::pin(async move {
+                let fanned_out = c
+                    .fetch_one(
+                        "SELECT id FROM _fb_push_jobs WHERE id = $1 AND fanout_done = $2 \
+                         AND status <> 'done'",
+                        &[Param::Text(job.clone()), Param::Bool(true)],
+                        &[ColType::Text],
+                    )
+                    .await?
+                    .is_some();
+                if !fanned_out {
+                    return Ok::<_, Error>(false);
+                }
+                let queued = c
+                    .fetch_one(
+                        "SELECT device_id FROM _fb_push_deliveries WHERE job_id = $1 \
+                         AND status = 'queued' ORDER BY device_id DESC LIMIT 1",
+                        &[Param::Text(job)],
+                        &[ColType::Text],
+                    )
+                    .await?;
+                Ok(queued.is_none())
+            })
+        })
+        .await?;
+    if !complete {
+        return Ok(());
+    }
     let id = id.to_owned();
     push.db
         .write(move |mut c| {
