@@ -10,7 +10,9 @@ delivery row exists: the counts sum to DEVICES), to the job being done, deliveri
 the time from the POST to done), the counts, the fake providers' tallies (requests over this push; tokens and
 the most requests any token got since the fake started), whether every device got exactly one
 request in this push (ROUND env: the how-manieth push to the same devices this is, default 1)
-and the server's RSS before / peak / after in KiB.
+the CPU seconds the server and (FAKE_PID env) fake-push used from the POST to done, and the
+server's VmRSS and RssAnon before / peak / after in KiB, and its open file descriptors (mostly
+provider connections) before and at the peak.
 """
 import json
 import os
@@ -34,12 +36,26 @@ def call(method, path, body=None):
         return r.status, json.loads(r.read() or b"null")
 
 
-def rss_kib():
+def rss_kib(field="VmRSS"):
+    """VmRSS (all resident memory, including pages of the SQLite file that readers map) or
+    RssAnon (the process's own heap and stacks) in KiB."""
     with open(f"/proc/{PID}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+FAKE_PID = os.environ.get("FAKE_PID", "")
 
 
 def stats():
@@ -49,6 +65,8 @@ def stats():
 
 before_stats = stats()
 rss_before = rss_kib()
+anon_before = rss_kib("RssAnon")
+cpu_before = (cpu_s(PID), cpu_s(FAKE_PID))
 t0 = time.monotonic()
 status, body = call("POST", "/v1/push", {
     "to": {"topic": TOPIC}, "title": "Benchmark", "body": "Hello from bench/push.sh",
@@ -58,7 +76,8 @@ t_accepted = time.monotonic() - t0
 if status != 202:
     sys.exit(f"POST /v1/push answered {status}: {body}")
 job = body["job_id"]
-peak, samples = rss_before, []
+peak, anon_peak, samples = rss_before, anon_before, []
+fds_before = fds_peak = len(os.listdir(f"/proc/{PID}/fd"))
 fanned_out = done = None
 job_body = None
 while True:
@@ -66,6 +85,8 @@ while True:
     now = time.monotonic() - t0
     rss = rss_kib()
     peak = max(peak, rss)
+    anon_peak = max(anon_peak, rss_kib("RssAnon"))
+    fds_peak = max(fds_peak, len(os.listdir(f"/proc/{PID}/fd")))
     samples.append((round(now, 2), rss))
     total = sum(job_body["counts"].values())
     if fanned_out is None and total >= DEVICES:
@@ -78,9 +99,11 @@ while True:
     if now > TIMEOUT:
         sys.exit(f"job {job} not done after {TIMEOUT} s: {job_body}")
     time.sleep(POLL)
+cpu_after = (cpu_s(PID), cpu_s(FAKE_PID))
 after_stats = stats()
 time.sleep(1)
 rss_after = rss_kib()
+anon_after = rss_kib("RssAnon")
 
 
 def delta(name):
@@ -109,6 +132,10 @@ print(json.dumps({
     "counts": counts,
     "apns": delta("apns"),
     "fcm": delta("fcm"),
+    "cpu_s": {"server": round(cpu_after[0] - cpu_before[0], 2),
+              "fake_push": round(cpu_after[1] - cpu_before[1], 2)},
     "rss_kib": {"before": rss_before, "peak": peak, "after": rss_after},
+    "open_fds": {"before": fds_before, "peak": fds_peak},
+    "rss_anon_kib": {"before": anon_before, "peak": anon_peak, "after": anon_after},
     "rss_samples": samples[:: max(1, len(samples) // 40)],
 }))

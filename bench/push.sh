@@ -12,17 +12,18 @@
 #
 # What it does, per database: a fresh data dir (and, on PostgreSQL, a fresh database on PG_URL),
 # `ferrobase admin create` (which migrates), DEVICES devices seeded straight into
-# _fb_devices/_fb_device_topics with SQL (half ios, half android, one user per two devices,
+# _fb_devices/_fb_device_topics with SQL (half ios, half android by default, one user per two devices,
 # all on topic `all`), `ferrobase serve --config <fake-push's server.toml>`, sign-in, then
 # PUSHES (2) pushes one after the other to topic `all`, each measured by bench/push-measure.py:
 # seconds from the POST to the fan-out being complete (every delivery row exists) and to the
 # job being `done`, deliveries/s (sent / time to done), counts, whether every device got
 # exactly one provider request (the fakes' per-token tallies, GET stats_url) and the server's
-# VmRSS before, at its peak (sampled every POLL = 0.1 s) and after. The second push shows
+# VmRSS (and RssAnon: without the SQLite file's mapped pages) before, at its peak (sampled every
+# POLL = 0.1 s) and after, and the CPU seconds the server and the fakes used. The second push shows
 # whether memory stays flat. A summary table on stdout; JSON and logs in WORK.
 #
 # Environment: FERROBASE_BIN, FAKE_PUSH_BIN, CARGO_TARGET_DIR, DEVICES (100000), LATENCY_MS (50),
-# APNS_STREAMS (1000), PUSHES (2), FB_DATABASE (sqlite | postgres | both), PG_URL
+# APNS_STREAMS (1000), PUSHES (2), ANDROID_PERCENT (50), FB_DATABASE (sqlite | postgres | both), PG_URL
 # (postgres://postgres@127.0.0.1:5432: server for the scratch database; its `postgres` database
 # is used to create and drop it), POLL (0.1), PERF (0), WORK (/tmp/ferrobase-pushbench/<stamp>).
 # FERROBASE_PUSH_* settings in the environment reach the server (e.g. FERROBASE_PUSH_CONCURRENCY).
@@ -34,7 +35,7 @@ REPO="$(cd "$HERE/.." && pwd)"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 WORK="${WORK:-/tmp/ferrobase-pushbench/$STAMP}"
 DEVICES="${DEVICES:-100000}" LATENCY_MS="${LATENCY_MS:-50}" APNS_STREAMS="${APNS_STREAMS:-1000}"
-PUSHES="${PUSHES:-2}" FB_DATABASE="${FB_DATABASE:-sqlite}" PERF="${PERF:-0}"
+PUSHES="${PUSHES:-2}" ANDROID_PERCENT="${ANDROID_PERCENT:-50}" FB_DATABASE="${FB_DATABASE:-sqlite}" PERF="${PERF:-0}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 ADMIN_EMAIL="admin@example.com" ADMIN_PASS="bench-pass-123"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
@@ -83,8 +84,9 @@ fake_start() {
 fake_stop() { if [[ -n "$FAKE_PID" ]]; then kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null || true; fi; FAKE_PID=""; }
 
 # ---- seeding ---------------------------------------------------------------------------------
-# Device i: id dev-<i>, user user-<i/2>, ios for even i (token apns-<i>), android for odd
-# (token fcm-<i>); every device on topic `all` (the topics column and the membership table).
+# Device i: id dev-<i>, user user-<i/2>, android (token fcm-<i>) for ANDROID_PERCENT of them
+# (50: every other one), the others ios (token apns-<i>); every device on topic `all` (the
+# topics column and the membership table).
 seed_sqlite() {  # db file
   local now; now="$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)"
   sqlite3 -bail "$1" >/dev/null <<SQL
@@ -93,8 +95,8 @@ BEGIN;
 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $DEVICES)
 INSERT INTO _fb_devices (id, user_id, platform, token, topics, active, last_seen_at, created_at, updated_at)
 SELECT printf('dev-%07d', i), printf('user-%07d', i / 2),
-       CASE i % 2 WHEN 0 THEN 'ios' ELSE 'android' END,
-       printf('%s-%07d', CASE i % 2 WHEN 0 THEN 'apns' ELSE 'fcm' END, i),
+       CASE WHEN (i * $ANDROID_PERCENT) % 100 < $ANDROID_PERCENT THEN 'android' ELSE 'ios' END,
+       printf('%s-%07d', CASE WHEN (i * $ANDROID_PERCENT) % 100 < $ANDROID_PERCENT THEN 'fcm' ELSE 'apns' END, i),
        '["all"]', 1, '$now', '$now', '$now' FROM n;
 INSERT INTO _fb_device_topics (topic, device_id) SELECT 'all', id FROM _fb_devices;
 COMMIT;
@@ -105,8 +107,9 @@ seed_postgres() {  # database URL
 BEGIN;
 INSERT INTO _fb_devices (id, user_id, platform, token, topics, active, last_seen_at, created_at, updated_at)
 SELECT format('dev-%s', lpad(i::text, 7, '0')), format('user-%s', lpad((i / 2)::text, 7, '0')),
-       CASE i % 2 WHEN 0 THEN 'ios' ELSE 'android' END,
-       format('%s-%s', CASE i % 2 WHEN 0 THEN 'apns' ELSE 'fcm' END, lpad(i::text, 7, '0')),
+       CASE WHEN (i * $ANDROID_PERCENT) % 100 < $ANDROID_PERCENT THEN 'android' ELSE 'ios' END,
+       format('%s-%s', CASE WHEN (i * $ANDROID_PERCENT) % 100 < $ANDROID_PERCENT THEN 'fcm' ELSE 'apns' END,
+              lpad(i::text, 7, '0')),
        '["all"]'::jsonb, TRUE, now(), now(), now() FROM generate_series(0, $DEVICES - 1) AS i;
 INSERT INTO _fb_device_topics (topic, device_id) SELECT 'all', id FROM _fb_devices;
 COMMIT;
@@ -153,7 +156,7 @@ run_db() {  # sqlite | postgres
       perf_pid=$!
       sleep 0.5
     fi
-    ROUND="$round" python3 "$HERE/push-measure.py" "$base" "$token" "$FB_PID" "$STATS_URL" "$DEVICES" all \
+    ROUND="$round" FAKE_PID="$FAKE_PID" python3 "$HERE/push-measure.py" "$base" "$token" "$FB_PID" "$STATS_URL" "$DEVICES" all \
       >"$WORK/$db-push$round.json" || die "$db push $round failed"
     if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     log "$db push $round: $(jq -c 'del(.rss_samples, .apns.histogram, .fcm.histogram)' "$WORK/$db-push$round.json")"
@@ -175,12 +178,12 @@ esac
 echo
 echo "Push to $DEVICES devices, ${LATENCY_MS} ms provider latency ($(git -C "$REPO" rev-parse --short HEAD), $STAMP)"
 echo
-echo "| database | push | fan-out complete (s) | done (s) | deliveries/s | sent | failed | each device once | RSS before / peak / after (MiB) |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| database | push | fan-out complete (s) | done (s) | deliveries/s | sent | failed | each device once | CPU s server / fakes | RSS before / peak / after (MiB) | of which anon |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for f in "$WORK"/*-push*.json; do
   name="$(basename "$f" .json)"
   jq -r --arg db "${name%-push*}" --arg round "${name##*-push}" \
-    '"| \($db) | \($round) | \(.fanout_complete_s) | \(.done_s) | \(.deliveries_per_s) | \(.counts.sent) | \(.counts.failed) | \(.each_device_once) | \(.rss_kib.before / 1024 | floor) / \(.rss_kib.peak / 1024 | floor) / \(.rss_kib.after / 1024 | floor) |"' "$f"
+    '"| \($db) | \($round) | \(.fanout_complete_s) | \(.done_s) | \(.deliveries_per_s) | \(.counts.sent) | \(.counts.failed) | \(.each_device_once) | \(.cpu_s.server) / \(.cpu_s.fake_push) | \(.rss_kib.before / 1024 | floor) / \(.rss_kib.peak / 1024 | floor) / \(.rss_kib.after / 1024 | floor) | \(.rss_anon_kib.before / 1024 | floor) / \(.rss_anon_kib.peak / 1024 | floor) / \(.rss_anon_kib.after / 1024 | floor) |"' "$f"
 done
 echo
 echo "Results: $WORK"
