@@ -873,7 +873,13 @@ mod tests {
         assert_eq!(s.push_providers["apns"]["key_id"].as_str(), Some("K1"));
         assert_eq!(s.push_providers["fcm"]["project_id"].as_str(), Some("p"));
         let bad: ServerConfig = toml::from_str("[push]\nretries = 3\n").unwrap();
-        assert!(bad.resolve().err().unwrap().to_string().contains("push.retries"));
+        assert!(
+            bad.resolve()
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("push.retries")
+        );
         let mut zero = ServerConfig::default();
         zero.push.concurrency = 0;
         assert!(zero.resolve().is_err());

@@ -135,7 +135,10 @@ impl PushRequest {
                 format!("1 to {MAX_COLLAPSE_ID} bytes"),
             );
         }
-        if self.ttl_seconds.is_some_and(|s| s == 0 || s > MAX_TTL_SECONDS) {
+        if self
+            .ttl_seconds
+            .is_some_and(|s| s == 0 || s > MAX_TTL_SECONDS)
+        {
             errors.insert(
                 "ttl_seconds".into(),
                 format!("1 to {MAX_TTL_SECONDS} (28 days)"),
