@@ -132,6 +132,16 @@ impl Default for Backoff {
     }
 }
 
+/// Adds up to a quarter of `delay` at random, so jobs that failed together (a provider's
+/// outage, a burst of 429s) do not all come back in the same instant.
+fn with_jitter(delay: Duration) -> Duration {
+    let quarter = u64::try_from(delay.as_millis() / 4).unwrap_or(u64::MAX);
+    if quarter == 0 {
+        return delay;
+    }
+    delay + Duration::from_millis(rand::random_range(0..=quarter))
+}
+
 impl Backoff {
     /// Delay before the next attempt, after `attempts` attempts have failed:
     /// `base * 2^attempts`, capped at `max_delay`.
@@ -432,7 +442,7 @@ impl Worker {
         } else {
             Outcome::Retry {
                 error,
-                delay: self.backoff.delay(attempts).max(at_least),
+                delay: with_jitter(self.backoff.delay(attempts)).max(at_least),
             }
         }
     }
@@ -662,6 +672,19 @@ async fn release(db: &Db, id: i64, attempts: i64) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        let base = Duration::from_millis(1000);
+        for _ in 0..100 {
+            let d = with_jitter(base);
+            assert!(d >= base && d <= Duration::from_millis(1250), "{d:?}");
+        }
+        assert_eq!(
+            with_jitter(Duration::from_millis(3)),
+            Duration::from_millis(3)
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
