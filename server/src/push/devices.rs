@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::time;
 use crate::db::{ColType, Conn, Param};
 use crate::error::Error;
 
@@ -125,6 +126,25 @@ pub fn valid_topic(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
 }
 
+/// The fields a registration and an update share; `errors` already holds the caller's own.
+fn check_details(
+    mut errors: BTreeMap<String, String>,
+    app_version: &Option<String>,
+    locale: &Option<String>,
+    timezone: &Option<String>,
+    topics: &Option<Vec<String>>,
+) -> Result<(), Error> {
+    check_short(&mut errors, "app_version", app_version);
+    check_short(&mut errors, "locale", locale);
+    check_timezone(&mut errors, timezone);
+    check_topics(&mut errors, topics);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::validation(errors))
+    }
+}
+
 impl Registration {
     /// Every field's problem at once, as record validation reports them.
     pub fn validate(&self) -> Result<(), Error> {
@@ -143,30 +163,25 @@ impl Registration {
                 "must be printable ASCII without spaces".into(),
             );
         }
-        check_short(&mut errors, "app_version", &self.app_version);
-        check_short(&mut errors, "locale", &self.locale);
-        check_timezone(&mut errors, &self.timezone);
-        check_topics(&mut errors, &self.topics);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::validation(errors))
-        }
+        check_details(
+            errors,
+            &self.app_version,
+            &self.locale,
+            &self.timezone,
+            &self.topics,
+        )
     }
 }
 
 impl DeviceUpdate {
     pub fn validate(&self) -> Result<(), Error> {
-        let mut errors = BTreeMap::new();
-        check_short(&mut errors, "app_version", &self.app_version);
-        check_short(&mut errors, "locale", &self.locale);
-        check_timezone(&mut errors, &self.timezone);
-        check_topics(&mut errors, &self.topics);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::validation(errors))
-        }
+        check_details(
+            BTreeMap::new(),
+            &self.app_version,
+            &self.locale,
+            &self.timezone,
+            &self.topics,
+        )
     }
 }
 
@@ -189,10 +204,6 @@ const TYPES: [ColType; 14] = [
     ColType::Time,
 ];
 
-fn time(p: Param) -> Option<String> {
-    p.as_time().map(|t| ferrobase_expr::sqlite_time(&t))
-}
-
 fn from_row(r: Vec<Param>) -> Option<Device> {
     let mut it = r.into_iter();
     let mut next = || it.next().unwrap_or(Param::Null);
@@ -211,7 +222,7 @@ fn from_row(r: Vec<Param>) -> Option<Device> {
                 .collect(),
             _ => Vec::new(),
         },
-        active: matches!(next(), Param::Bool(true) | Param::Int(1)),
+        active: matches!(next(), Param::Bool(true)),
         deactivated_reason: next().into_string(),
         deactivated_at: time(next()),
         last_seen_at: time(next())?,

@@ -62,7 +62,7 @@ async fn load(c: &mut Conn<'_>, id: &str) -> Result<Option<Stored>, Error> {
         request,
         created_at: it.next().and_then(|p| p.as_time()).unwrap_or_else(Utc::now),
         cursor: it.next().and_then(Param::into_string).unwrap_or_default(),
-        fanout_done: matches!(it.next(), Some(Param::Bool(true) | Param::Int(1))),
+        fanout_done: matches!(it.next(), Some(Param::Bool(true))),
     }))
 }
 
@@ -218,15 +218,8 @@ async fn choices(
             &params,
             &[ColType::Text, ColType::Bool],
         )
-        .await?
-        .into_iter()
-        .filter_map(|r| {
-            let mut it = r.into_iter();
-            Some((
-                it.next()?.into_string()?,
-                matches!(it.next()?, Param::Bool(true) | Param::Int(1)),
-            ))
-        })
+        .await
+        .map(super::prefs::choices)?
         .collect();
     let opted_out = users
         .iter()
@@ -560,7 +553,7 @@ async fn send(push: &Push, id: &str, devices: Vec<String>) -> Result<(), JobErro
                             platform: it.next()?.into_string()?,
                             attempts: it.next()?.as_i64().unwrap_or(0),
                             token: it.next().and_then(Param::into_string),
-                            active: matches!(it.next(), Some(Param::Bool(true) | Param::Int(1))),
+                            active: matches!(it.next(), Some(Param::Bool(true))),
                         })
                     })
                     .collect();

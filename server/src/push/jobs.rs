@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::prefs::Categories;
+use super::time;
 use crate::db::{ColType, Conn, Param};
 use crate::error::Error;
 
@@ -265,10 +266,6 @@ pub struct Delivery {
     /// Held back by the user's quiet hours until then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
-}
-
-fn time(p: Param) -> Option<String> {
-    p.as_time().map(|t| ferrobase_expr::sqlite_time(&t))
 }
 
 /// A job with its counts and one page of deliveries after `cursor` (a device id).

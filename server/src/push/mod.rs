@@ -39,6 +39,11 @@ use crate::jobs::{JobHandler, JobRunner};
 
 pub use fanout::{FanoutHandler, SendHandler};
 
+/// A stored timestamp as the API shows it.
+fn time(p: crate::db::Param) -> Option<String> {
+    p.as_time().map(|t| ferrobase_expr::sqlite_time(&t))
+}
+
 /// Job kind: expand a push job into deliveries.
 pub const FANOUT: &str = "push.fanout";
 /// Job kind: deliver a set of a push job's deliveries.

@@ -34,7 +34,7 @@ pub async fn categories(c: &mut Conn<'_>) -> Result<Categories, Error> {
         .filter_map(|r| {
             let mut it = r.into_iter();
             let name = it.next()?.into_string()?;
-            let default = matches!(it.next()?, Param::Bool(true) | Param::Int(1));
+            let default = matches!(it.next()?, Param::Bool(true));
             let description = it.next().and_then(Param::into_string);
             Some((
                 name,
@@ -164,6 +164,17 @@ mod double_option {
     }
 }
 
+/// `(name, enabled)` rows of `_fb_push_prefs` (a category or a user id, then the choice).
+pub(super) fn choices(rows: Vec<Vec<Param>>) -> impl Iterator<Item = (String, bool)> {
+    rows.into_iter().filter_map(|r| {
+        let mut it = r.into_iter();
+        Some((
+            it.next()?.into_string()?,
+            matches!(it.next()?, Param::Bool(true)),
+        ))
+    })
+}
+
 /// A user's preferences with every declared category resolved.
 pub async fn get(c: &mut Conn<'_>, user_id: &str) -> Result<Preferences, Error> {
     let declared = categories(c).await?;
@@ -174,16 +185,7 @@ pub async fn get(c: &mut Conn<'_>, user_id: &str) -> Result<Preferences, Error> 
             &[ColType::Text, ColType::Bool],
         )
         .await?;
-    let mut chosen: BTreeMap<String, bool> = chosen
-        .into_iter()
-        .filter_map(|r| {
-            let mut it = r.into_iter();
-            Some((
-                it.next()?.into_string()?,
-                matches!(it.next()?, Param::Bool(true) | Param::Int(1)),
-            ))
-        })
-        .collect();
+    let mut chosen: BTreeMap<String, bool> = choices(chosen).collect();
     let categories = declared
         .into_iter()
         .map(|(name, cat)| {
