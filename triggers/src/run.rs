@@ -29,6 +29,19 @@ enum Stop {
     Failed(RunError),
 }
 
+/// The record a before-hook is given: it must be a JSON object.
+fn object(hook: &ScriptRef, record: Value) -> Result<serde_json::Map<String, Value>, RunError> {
+    match record {
+        Value::Object(record) => Ok(record),
+        _ => Err(failed(
+            hook,
+            None,
+            FailureKind::Conversion,
+            "the record is not a JSON object",
+        )),
+    }
+}
+
 impl Scripts {
     /// Runs `before_create(record, ctx)` or `before_update(record, ctx)` (with
     /// [`Call::previous`] set to the stored record). `record` must be a JSON object.
@@ -38,14 +51,7 @@ impl Scripts {
         record: Value,
         call: Call,
     ) -> Result<BeforeOutcome, RunError> {
-        let Value::Object(record) = record else {
-            return Err(failed(
-                hook,
-                None,
-                FailureKind::Conversion,
-                "the record is not a JSON object",
-            ));
-        };
+        let record = object(hook, record)?;
         match self.invoke(hook, vec![Dynamic::from_map(map_to_rhai(&record))], &call) {
             Ok(value) if value.is_unit() => Ok(BeforeOutcome::Write(record)),
             Ok(value) => match value.read_lock::<RhaiMap>() {
@@ -84,14 +90,7 @@ impl Scripts {
         record: Value,
         call: Call,
     ) -> Result<BeforeOutcome, RunError> {
-        let Value::Object(record) = record else {
-            return Err(failed(
-                hook,
-                None,
-                FailureKind::Conversion,
-                "the record is not a JSON object",
-            ));
-        };
+        let record = object(hook, record)?;
         match self.invoke(hook, vec![Dynamic::from_map(map_to_rhai(&record))], &call) {
             Ok(_) => Ok(BeforeOutcome::Write(record)),
             Err(Stop::Thrown(message)) => Ok(BeforeOutcome::Rejected(message)),
